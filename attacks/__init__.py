@@ -1,0 +1,2 @@
+"""Input and weight attacks; importing this package registers the built-ins."""
+from robench.attacks import pgd  # noqa: F401  (registers)

@@ -1,0 +1,104 @@
+"""Base classes of input attacks and the threat that measures robust accuracy under them."""
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, final
+
+import numpy as np
+import torch
+from torch import nn
+
+from robench.errors import RobenchError
+from robench.inference import check_images, predict
+from robench.metrics import accuracy
+from robench.spec import as_tuple
+from robench.threats import REQUIRED, Outputs, Threat
+
+
+@dataclass
+class AttackResult:
+    """Adversarial inputs (same shape as the inputs, in [0, 1]) and which of them the model misclassifies."""
+
+    adversarial: torch.Tensor
+    success: torch.Tensor
+
+
+class Attack(ABC):
+    """An input attack. Hyperparameters are keyword-only arguments of ``__init__``; the budget `eps` is
+    given at call time. Subclasses implement `run`; the final ``__call__`` checks the inputs, puts the
+    model in eval mode with frozen parameters, and restores both afterwards."""
+
+    #: the norm `eps` is measured in: "linf" or "l2"
+    norm: ClassVar[str]
+    budget_parameters: ClassVar[dict] = {"eps": REQUIRED}
+
+    @abstractmethod
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
+            generator: torch.Generator) -> torch.Tensor:
+        """Adversarial inputs within `eps` of `x` (in `norm`) and in [0, 1]."""
+
+    @final
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
+                 generator: torch.Generator | None = None) -> AttackResult:
+        check_images(x, y)
+        if not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
+            raise RobenchError(f"eps must be a finite number >= 0; got {eps!r}.")
+        generator = generator or torch.Generator(device=x.device).manual_seed(0)
+        was_training = model.training
+        grad_flags = [p.requires_grad for p in model.parameters()]
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        try:
+            adversarial = self.run(model, x, y, float(eps), generator).detach()
+            success = predict(model, adversarial).argmax(1) != y
+        finally:
+            model.train(was_training)
+            for p, flag in zip(model.parameters(), grad_flags):
+                p.requires_grad_(flag)
+        return AttackResult(adversarial, success)
+
+    @classmethod
+    def as_threat(cls, eps: Any, **hyperparameters: Any) -> "AttackThreat":
+        epsilons = tuple(float(e) for e in as_tuple(eps))
+        if any(not math.isfinite(e) or e < 0 for e in epsilons):
+            raise RobenchError(f"eps must be >= 0; got {'|'.join(map(str, epsilons))}.")
+        return AttackThreat(cls(**hyperparameters), epsilons)
+
+
+def perturbation_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
+    flat = delta.flatten(1)
+    return flat.abs().amax(1) if norm == "linf" else flat.norm(dim=1)
+
+
+class AttackThreat(Threat):
+    """Robust accuracy under an input attack at each eps: an example is robust only if it is correct on
+    clean input and the attack (every restart) fails on it."""
+
+    kind = "input-attack"
+
+    def __init__(self, attack: Attack, epsilons: tuple[float, ...]):
+        self.attack = attack
+        self.epsilons = epsilons
+
+    def evaluate_shard(self, model, x, y, generator) -> Outputs:
+        clean = predict(model, x).argmax(1) == y
+        out: Outputs = {"clean_correct": clean.cpu().numpy()}
+        for eps in self.epsilons:
+            result = self.attack(model, x, y, eps=eps, generator=generator)
+            robust = clean & ~result.success
+            norms = perturbation_norm(result.adversarial - x, self.attack.norm)
+            out[f"robust@{eps!r}"] = robust.cpu().numpy()
+            out[f"norm@{eps!r}"] = torch.where(result.success & clean, norms, torch.nan).cpu().numpy()
+        return out
+
+    def summarize(self, outputs: Outputs) -> dict[str, Any]:
+        robust, norms = {}, {}
+        for eps in self.epsilons:
+            robust[repr(eps)] = accuracy(outputs[f"robust@{eps!r}"])
+            values = outputs[f"norm@{eps!r}"]
+            norms[repr(eps)] = float(np.nanmean(values)) if np.isfinite(values).any() else None
+        return {"clean_accuracy": accuracy(outputs["clean_correct"]), "robust_accuracy": robust,
+                "mean_perturbation_norm": norms}

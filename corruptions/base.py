@@ -1,0 +1,100 @@
+"""Base class of corruptions and the threat that measures accuracy and calibration under them."""
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, final
+
+import numpy as np
+import torch
+
+from robench.errors import RobenchError
+from robench.inference import check_images, predict
+from robench.metrics import accuracy, calibration
+from robench.registry import CORRUPTIONS
+from robench.threats import Outputs, Threat
+
+
+class Corruption(ABC):
+    """A pure, batched function of (images, generator) -> images, all float (N, C, H, W) in [0, 1].
+    Parameters (severity, sigma, ...) are keyword-only arguments of ``__init__``; the same generator
+    state gives the same output."""
+
+    #: registered name
+    name: ClassVar[str]
+    #: (C, H, W) the corruption needs, None where any size works; a None entry leaves that axis free
+    input_shape: ClassVar[tuple[int | None, int | None, int | None] | None] = None
+
+    @abstractmethod
+    def apply(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The corrupted images, same shape, in [0, 1]."""
+
+    @final
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        check_images(images)
+        if self.input_shape is not None:
+            got = tuple(images.shape[1:])
+            if any(w is not None and w != g for w, g in zip(self.input_shape, got)):
+                want = "x".join("*" if w is None else str(w) for w in self.input_shape)
+                raise RobenchError(f"corruption {self.name!r} needs images of shape (N, {want.replace('x', ', ')}) "
+                                   f"(C, H, W = {want}); got {got}. Use it on 28x28 grey images such as MNIST.")
+        generator = generator or torch.Generator(device=images.device).manual_seed(0)
+        return self.apply(images, generator).clamp_(0, 1)
+
+    @classmethod
+    def as_threat(cls, **params: Any) -> "CorruptionThreat":
+        return CorruptionThreat({cls.name: cls(**params)})
+
+
+def register(cls: type[Corruption]) -> type[Corruption]:
+    """Class decorator: register a Corruption subclass under its `name`."""
+    return CORRUPTIONS.register(cls.name, cls)
+
+
+def seed_for(generator: torch.Generator, name: str) -> torch.Generator:
+    """An independent generator per corruption, so a corruption's output does not depend on the suite."""
+    digest = hashlib.sha256(f"{generator.initial_seed()}/{name}".encode()).digest()
+    return torch.Generator(device=generator.device).manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+
+
+class CorruptionThreat(Threat):
+    """Accuracy and calibration (NLL, Brier, ECE) on clean data and under each corruption."""
+
+    kind = "corruption"
+
+    def __init__(self, corruptions: dict[str, Corruption]):
+        self.corruptions = corruptions
+
+    def evaluate_shard(self, model, x, y, generator) -> Outputs:
+        out: Outputs = {"label": y.cpu().numpy(), "probs@clean": predict(model, x).softmax(1).cpu().numpy()}
+        for name, corruption in self.corruptions.items():
+            corrupted = corruption(x, seed_for(generator, name))
+            out[f"probs@{name}"] = predict(model, corrupted).softmax(1).cpu().numpy()
+        return out
+
+    def summarize(self, outputs: Outputs) -> dict[str, Any]:
+        labels = outputs["label"]
+        names = ["clean", *self.corruptions]
+        acc = {n: accuracy(outputs[f"probs@{n}"].argmax(1) == labels) for n in names}
+        metrics: dict[str, Any] = {"clean_accuracy": acc["clean"],
+                                   "calibration": {n: calibration(outputs[f"probs@{n}"], labels) for n in names}}
+        if self.corruptions:
+            metrics["accuracy"] = {n: acc[n] for n in self.corruptions}
+            mean = float(np.mean([acc[n]["value"] for n in self.corruptions]))
+            metrics["mean_accuracy"] = mean
+            metrics["relative_drop"] = (acc["clean"]["value"] - mean) / acc["clean"]["value"] if acc["clean"]["value"] else None
+        return metrics
+
+
+@register
+class Clean(Corruption):
+    """No corruption: clean accuracy and calibration."""
+
+    name = "clean"
+
+    def apply(self, images, generator):
+        return images.clone()
+
+    @classmethod
+    def as_threat(cls, **params: Any) -> CorruptionThreat:
+        return CorruptionThreat({})

@@ -1,0 +1,1 @@
+"""Training-time and inference-time defenses; importing this package registers the built-ins."""

@@ -1,0 +1,32 @@
+"""Base classes of defenses: training-time batch transforms and inference-time model wrappers."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import nn
+
+
+class TrainingDefense(ABC):
+    """Transforms each training batch (augmentation, adversarial examples); used by robench.training.
+    Parameters are keyword-only arguments of ``__init__``."""
+
+    @abstractmethod
+    def transform(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch to train on, from images `x` (N, C, H, W) in [0, 1] and labels `y` (N,)."""
+
+    def penalty(self, model: nn.Module) -> torch.Tensor | None:
+        """An extra loss term added to the training loss (e.g. a weight regulariser), or None."""
+        return None
+
+    def on_epoch(self, epoch: int, epochs: int) -> None:
+        """Called at the start of each epoch (0-based), e.g. for an eps warm-up."""
+
+
+class InferenceDefense(nn.Module):
+    """Wraps a base model at test time (e.g. the smoothed classifier)."""
+
+    def __init__(self, base: nn.Module):
+        super().__init__()
+        self.base = base

