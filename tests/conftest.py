@@ -1,0 +1,65 @@
+"""Shared fixtures. Tests that need the full MNIST files skip (with the reason) unless ROBENCH_DATA
+points at them; CI sets ROBENCH_DATA, so nothing skips there."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from robench.data import IDX_FILES, IDX_FOLDERS
+
+
+def _has_mnist(root: str | None) -> bool:
+    return bool(root) and all(any((Path(root) / f / n).is_file() for f in IDX_FOLDERS["mnist"])
+                              for n in IDX_FILES["mnist"])
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    """Zoo weights and stores of the test session live in a fresh folder, never in ~/.cache."""
+    old = os.environ.get("ROBENCH_CACHE")
+    os.environ["ROBENCH_CACHE"] = str(tmp_path_factory.mktemp("robench-cache"))
+    yield
+    if old is None:
+        os.environ.pop("ROBENCH_CACHE", None)
+    else:
+        os.environ["ROBENCH_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def data_root() -> str:
+    """The folder holding the real MNIST (and other) files; skips the test where there is none."""
+    root = os.environ.get("ROBENCH_DATA")
+    if not _has_mnist(root):
+        pytest.skip("needs the full MNIST files: set ROBENCH_DATA to a folder holding mnist/*.gz")
+    return root
+
+
+@pytest.fixture(scope="session")
+def embedded_model():
+    """The quickstart's small CNN trained on the embedded digits (about 10 s on 2 cores)."""
+    from robench import zoo
+
+    return zoo.get("mnist5k-small-cnn").load(progress=False)
+
+
+@pytest.fixture(scope="session")
+def embedded_test():
+    from robench.data import load_dataset
+
+    return load_dataset("mnist-5k", "test")
+
+
+@pytest.fixture(scope="session")
+def mnist_model(data_root):
+    """The zoo's standard small CNN on real MNIST (about a minute on 2 cores)."""
+    from robench import zoo
+
+    return zoo.get("mnist-small-cnn").load(data_root=data_root, progress=False)
+
+
+@pytest.fixture
+def generator() -> torch.Generator:
+    return torch.Generator().manual_seed(0)
