@@ -1,2 +1,2 @@
 """Input and weight attacks; importing this package registers the built-ins."""
-from robench.attacks import pgd  # noqa: F401  (registers)
+from robench.attacks import foolbox_adapter, pgd  # noqa: F401  (registers)

@@ -14,7 +14,7 @@ from robench.errors import RobenchError
 from robench.inference import check_images, predict
 from robench.metrics import accuracy
 from robench.spec import as_tuple
-from robench.threats import REQUIRED, Outputs, Threat
+from robench.threats import Outputs, Required, Threat
 
 
 @dataclass
@@ -32,7 +32,7 @@ class Attack(ABC):
 
     #: the norm `eps` is measured in: "linf" or "l2"
     norm: ClassVar[str]
-    budget_parameters: ClassVar[dict] = {"eps": REQUIRED}
+    budget_parameters: ClassVar[dict] = {"eps": Required(float)}
 
     @abstractmethod
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
@@ -68,9 +68,12 @@ class Attack(ABC):
         return AttackThreat(cls(**hyperparameters), epsilons)
 
 
+NORM_ORDERS = {"linf": float("inf"), "l2": 2, "l1": 1, "l0": 0}
+
+
 def perturbation_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
-    flat = delta.flatten(1)
-    return flat.abs().amax(1) if norm == "linf" else flat.norm(dim=1)
+    """Per-example norm (linf, l2, l1 or l0) of a perturbation (N, ...)."""
+    return torch.linalg.vector_norm(delta.flatten(1), ord=NORM_ORDERS[norm], dim=1)
 
 
 class AttackThreat(Threat):

@@ -19,23 +19,17 @@ class PGD(Attack):
     misclassified (valid for accuracy, faster; off by default, as in the original). `precision` "bf16"
     or "fp16" runs the forward and backward passes under autocast (faster, different arithmetic)."""
 
-    default_rel_step: float
-    default_steps: int
-
-    def __init__(self, *, steps: int | None = None, rel_step: float | None = None, step: float | None = None,
-                 restarts: int = 1, random_start: bool = True, early_stop: bool = False,
-                 precision: str = "fp32"):
-        steps = self.default_steps if steps is None else steps
+    def __init__(self, *, steps: int, rel_step: float, step: float | None = None, restarts: int = 1,
+                 random_start: bool = True, early_stop: bool = False, precision: str = "fp32"):
         if not isinstance(steps, int) or steps < 1:
             raise RobenchError(f"steps must be an integer >= 1; got {steps!r}.")
         if not isinstance(restarts, int) or restarts < 1:
             raise RobenchError(f"restarts must be an integer >= 1; got {restarts!r}.")
-        if step is not None and step <= 0 or rel_step is not None and rel_step <= 0:
-            raise RobenchError("step and rel_step must be > 0.")
+        if step is not None and step <= 0 or rel_step <= 0:
+            raise RobenchError("step and rel_step must be > 0 (step, when given, overrides rel_step * eps).")
         if precision not in PRECISIONS:
             raise RobenchError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}.")
-        self.steps, self.step, self.restarts = steps, step, restarts
-        self.rel_step = self.default_rel_step if rel_step is None and step is None else rel_step
+        self.steps, self.step, self.rel_step, self.restarts = steps, step, rel_step, restarts
         self.random_start, self.early_stop, self.precision = random_start, early_stop, precision
 
     # -- the norm-specific parts -------------------------------------------------------------------
@@ -96,8 +90,11 @@ class LinfPGD(PGD):
     40 steps of 0.01/0.3 * eps, i.e. Madry's 0.01 at eps 0.3)."""
 
     norm = "linf"
-    default_steps = 40
-    default_rel_step = 0.01 / 0.3
+
+    def __init__(self, *, steps: int = 40, rel_step: float = 0.01 / 0.3, step: float | None = None,
+                 restarts: int = 1, random_start: bool = True, early_stop: bool = False, precision: str = "fp32"):
+        super().__init__(steps=steps, rel_step=rel_step, step=step, restarts=restarts, random_start=random_start,
+                         early_stop=early_stop, precision=precision)
 
     def start(self, x, eps, generator):
         return (torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1) * eps
@@ -116,8 +113,11 @@ class L2PGD(PGD):
     rescaling (defaults as foolbox: 50 steps of 0.025 * eps)."""
 
     norm = "l2"
-    default_steps = 50
-    default_rel_step = 0.025
+
+    def __init__(self, *, steps: int = 50, rel_step: float = 0.025, step: float | None = None,
+                 restarts: int = 1, random_start: bool = True, early_stop: bool = False, precision: str = "fp32"):
+        super().__init__(steps=steps, rel_step=rel_step, step=step, restarts=restarts, random_start=random_start,
+                         early_stop=early_stop, precision=precision)
 
     def start(self, x, eps, generator):
         n, d = len(x), x[0].numel()
@@ -135,4 +135,4 @@ class FGSM(LinfPGD):
     """Fast gradient sign method: one step of size eps from the clean input (Goodfellow et al. 2015)."""
 
     def __init__(self, *, precision: str = "fp32"):
-        super().__init__(steps=1, rel_step=1.0, random_start=False, precision=precision)
+        PGD.__init__(self, steps=1, rel_step=1.0, random_start=False, precision=precision)

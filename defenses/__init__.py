@@ -1,1 +1,2 @@
 """Training-time and inference-time defenses; importing this package registers the built-ins."""
+from robench.defenses import adversarial, noise, smoothing  # noqa: F401  (registers)

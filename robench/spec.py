@@ -62,7 +62,10 @@ class ThreatSpec:
 
     @classmethod
     def parse(cls, text: str) -> "ThreatSpec":
-        name, _, rest = text.strip().partition(":")
+        # a namespaced name ("foolbox:LinfDeepFoolAttack") keeps its colons up to the first key=value
+        segments = text.strip().split(":")
+        cut = next((i for i, seg in enumerate(segments) if "=" in seg), len(segments))
+        name, rest = ":".join(segments[:cut]), ":".join(segments[cut:])
         if not name:
             raise RobenchError(f"threat spec {text!r} has no name; write it as name:key=value,key=value.")
         params: dict[str, Value] = {}

@@ -20,6 +20,15 @@ from robench.registry import ATTACKS, CORRUPTIONS, DEFENSES
 from robench.spec import ThreatSpec, Value, as_tuple
 
 REQUIRED = inspect.Parameter.empty
+
+
+class Required:
+    """A budget parameter without default, of the given type, e.g. ``{"eps": Required(float)}``;
+    several values may be given as a list."""
+
+    def __init__(self, type_: type):
+        self.type = type_
+
 Outputs = dict[str, np.ndarray]
 
 
@@ -66,6 +75,9 @@ def parameters_of(factory: Any) -> dict[str, Value]:
 
 
 def _coerce(name: str, value: Value, default: Value) -> Value:
+    if isinstance(default, Required):
+        values = tuple(_coerce(name, v, default.type(0)) for v in as_tuple(value))
+        return values if len(values) > 1 else values[0]
     if isinstance(default, tuple):
         return tuple(_coerce(name, v, default[0] if default else None) for v in as_tuple(value))
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
@@ -95,7 +107,7 @@ def build_threat(spec: str | ThreatSpec) -> Threat:
         raise RobenchError(f"threat {spec.name!r} has no parameter {', '.join(unknown)}; "
                            f"valid parameters: {', '.join(sorted(valid)) or '(none)'}.")
     params = {k: _coerce(k, spec.params.get(k, d), d) for k, d in valid.items()}
-    missing = sorted(k for k, v in params.items() if v is REQUIRED)
+    missing = sorted(k for k, v in params.items() if v is REQUIRED or isinstance(v, Required))
     if missing:
         raise RobenchError(f"threat {spec.name!r} needs {', '.join(missing)}, e.g. {spec.name}:"
                            + ",".join(f"{k}=..." for k in missing) + ".")

@@ -1,0 +1,197 @@
+"""Randomized smoothing (Cohen, Rosenfeld, Kolter 2019): the smoothed classifier with PREDICT and
+CERTIFY, the `smoothing` certification threat, and the files `robench certify` writes.
+
+The base classifier is f(clip(z, 0, 1)): noise is added by `gaussian_noise` and clipped to [0, 1], as in
+Gaussian training. Clipping is a fixed function of the noisy input, so the L2 certificates still hold.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+import torch
+from scipy import stats
+from torch import nn
+
+from robench.corruptions.noise import gaussian_noise
+from robench.defenses.base import InferenceDefense
+from robench.errors import RobenchError
+from robench.inference import check_images, predict
+from robench.metrics import accuracy
+from robench.registry import DEFENSES
+from robench.spec import ThreatSpec
+from robench.threats import Outputs, Threat
+
+ABSTAIN = -1
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def lower_confidence_bound(n_a: int, n: int, alpha: float) -> float:
+    """One-sided (1 - alpha) Clopper-Pearson lower bound on p from n_a successes out of n."""
+    return 0.0 if n_a == 0 else float(stats.beta.ppf(alpha, n_a, n - n_a + 1))
+
+
+def max_radius(sigma: float, n: int, alpha: float) -> float:
+    """The largest radius CERTIFY can return with n samples: sigma * Phi^-1(alpha^(1/n))."""
+    return sigma * float(stats.norm.ppf(alpha ** (1.0 / n)))
+
+
+class Smooth(InferenceDefense):
+    """The smoothed classifier g(x) = argmax_c P(f(x + N(0, sigma^2 I)) = c) of a base model f.
+
+    `precision` "bf16"/"fp16" runs the base model under autocast (faster, different arithmetic);
+    `samples` noise draws per image serve ``forward`` (vote frequencies (N, K), a Monte-Carlo estimate of
+    g's class probabilities, so attacks and accuracy threats see the smoothed classifier)."""
+
+    def __init__(self, base: nn.Module, num_classes: int, sigma: float, *, precision: str = "fp32",
+                 samples: int = 100, batch_size: int = 1000, seed: int = 0):
+        super().__init__(base)
+        if sigma <= 0 or num_classes < 2:
+            raise RobenchError(f"Smooth needs sigma > 0 and num_classes >= 2; got {sigma}, {num_classes}.")
+        if precision not in PRECISIONS:
+            raise RobenchError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}.")
+        self.num_classes, self.sigma, self.precision = num_classes, float(sigma), precision
+        self.samples, self.batch_size = samples, batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def counts(self, x: torch.Tensor, num: int, batch_size: int, generator: torch.Generator) -> np.ndarray:
+        """How often f predicts each class on `num` noisy copies of one image `x` (C, H, W); (K,) int64."""
+        counts = torch.zeros(self.num_classes, dtype=torch.long, device=x.device)
+        dtype = PRECISIONS[self.precision]
+        with torch.no_grad(), torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
+            for start in range(0, num, batch_size):
+                b = min(batch_size, num - start)
+                noisy = gaussian_noise(x.unsqueeze(0).expand(b, *x.shape), generator, self.sigma)
+                counts += torch.bincount(self.base(noisy).argmax(1), minlength=self.num_classes)
+        return counts.cpu().numpy()
+
+    def predict(self, x: torch.Tensor, n: int, alpha: float, batch_size: int,
+                generator: torch.Generator) -> int:
+        """PREDICT: g's class for one image (C, H, W), or ABSTAIN (-1) when the two-sided binomial test
+        of the top count against the runner-up at p = 0.5 has p-value > alpha."""
+        counts = self.counts(x, n, batch_size, generator)
+        top2 = np.argsort(counts, kind="stable")[::-1][:2]
+        n_a, n_b = int(counts[top2[0]]), int(counts[top2[1]])
+        if stats.binomtest(n_a, n_a + n_b, 0.5).pvalue > alpha:
+            return ABSTAIN
+        return int(top2[0])
+
+    def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int,
+                generator: torch.Generator) -> tuple[int, float]:
+        """CERTIFY: (class, L2 radius) for one image (C, H, W), or (ABSTAIN, 0.0). The class is guessed
+        from n0 noisy copies; the radius sigma * Phi^-1(pA_lower) uses n fresh copies. With probability
+        at least 1 - alpha a returned class is g's prediction, robust within the radius."""
+        c_a = int(self.counts(x, n0, batch_size, generator).argmax())
+        n_a = int(self.counts(x, n, batch_size, generator)[c_a])
+        p_a = lower_confidence_bound(n_a, n, alpha)
+        if p_a < 0.5:
+            return ABSTAIN, 0.0
+        return c_a, self.sigma * float(stats.norm.ppf(p_a))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Vote frequencies (N, K) of f over `samples` noisy copies of each image of `x` (N, C, H, W)."""
+        rows = [torch.from_numpy(self.counts(xi, self.samples, self.batch_size, self.generator)) for xi in x]
+        return (torch.stack(rows).float() / self.samples).to(x.device)
+
+
+def num_classes_of(model: nn.Module, x: torch.Tensor) -> int:
+    """The number of logits `model` returns for the images `x`."""
+    return int(predict(model, x[:1]).shape[1])
+
+
+@DEFENSES.register("smoothing")
+class SmoothingThreat(Threat):
+    """Certified robustness of the smoothed model: CERTIFY on each example with (sigma, n0, n, alpha),
+    noise drawn `batch` copies at a time under `precision`. Reports certified accuracy at `radii` (correct
+    and radius >= r), average certified radius, abstention rate and clean accuracy of the smoothed
+    classifier (its certified prediction correct, i.e. certified accuracy at radius 0)."""
+
+    kind = "certification"
+    shard_size: ClassVar[int | None] = 100
+
+    def __init__(self, *, sigma: float = 0.25, n0: int = 100, n: int = 10_000, alpha: float = 0.001,
+                 radii: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0), batch: int = 1000,
+                 precision: str = "fp32"):
+        if sigma <= 0 or not 0 < alpha < 1 or min(n0, n, batch) < 1:
+            raise RobenchError(f"smoothing needs sigma > 0, 0 < alpha < 1 and n0, n, batch >= 1; "
+                               f"got sigma={sigma}, alpha={alpha}, n0={n0}, n={n}, batch={batch}.")
+        if precision not in PRECISIONS:
+            raise RobenchError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}.")
+        self.sigma, self.n0, self.n, self.alpha = float(sigma), n0, n, float(alpha)
+        self.radii = tuple(sorted(float(r) for r in radii))
+        self.batch, self.precision = batch, precision
+
+    @classmethod
+    def as_threat(cls, **params: Any) -> "SmoothingThreat":
+        return cls(**params)
+
+    def evaluate_shard(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                       generator: torch.Generator) -> Outputs:
+        check_images(x, y)
+        smooth = Smooth(model.eval(), num_classes_of(model, x), self.sigma, precision=self.precision)
+        rows = []
+        for xi, yi in zip(x, y.tolist()):
+            start = time.perf_counter()
+            label, radius = smooth.certify(xi, self.n0, self.n, self.alpha, self.batch, generator)
+            rows.append((yi, label, radius, label == yi, time.perf_counter() - start))
+        label, pred, radius, correct, seconds = (np.array(c) for c in zip(*rows))
+        return {"label": label.astype(np.int64), "predict": pred.astype(np.int64),
+                "radius": radius.astype(np.float64), "correct": correct.astype(bool),
+                "time": seconds.astype(np.float64)}
+
+    def summarize(self, outputs: Outputs) -> dict[str, Any]:
+        correct, radius = outputs["correct"].astype(bool), outputs["radius"]
+        return {
+            "certified_accuracy": {repr(r): accuracy(correct & (radius >= r)) for r in self.radii},
+            "average_certified_radius": float(np.where(correct, radius, 0.0).mean()),
+            "abstention_rate": accuracy(outputs["predict"] == ABSTAIN),
+            "clean_accuracy": accuracy(correct),
+            "max_radius": max_radius(self.sigma, self.n, self.alpha),
+            "seconds_per_example": float(np.mean(outputs["time"])),
+        }
+
+
+def certify(model: nn.Module, x: torch.Tensor, y: torch.Tensor, out: str | Path, *,
+            indices: Sequence[int] | None = None, sigma: float = 0.25, n0: int = 100, n: int = 100_000,
+            alpha: float = 0.001, batch: int = 1000, precision: str = "fp32",
+            radii: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0), seed: int = 0,
+            label: str = "") -> dict[str, Any]:
+    """Certify `model` smoothed with `sigma` on images `x` (N, C, H, W) in [0, 1] with labels `y` (N,)
+    and write, for ``out = path/name.tsv``: the per-example table `out` (tab-separated idx, label,
+    predict, radius, correct, time, as the original tool), ``name_certified.tsv`` (radius, certified
+    accuracy with its 95% interval and n), ``name_certified.png`` (certified accuracy against radius)
+    and ``name_summary.json`` (the threat's metrics with the ACR). Returns the summary, with the paths."""
+    from robench.plots import certified_accuracy_curve
+
+    threat = SmoothingThreat(sigma=sigma, n0=n0, n=n, alpha=alpha, radii=tuple(radii), batch=batch,
+                             precision=precision)
+    outputs = threat.evaluate_shard(model, x, y, torch.Generator(device=x.device).manual_seed(seed))
+    summary = threat.summarize(outputs)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    idx = np.arange(len(y)) if indices is None else np.asarray(indices)
+    with out.open("w", newline="") as f:
+        w = csv.writer(f, delimiter="\t", lineterminator="\n")
+        w.writerow(["idx", "label", "predict", "radius", "correct", "time"])
+        for i, lab, p, r, c, t in zip(idx, outputs["label"], outputs["predict"], outputs["radius"],
+                                      outputs["correct"], outputs["time"]):
+            w.writerow([int(i), int(lab), int(p), f"{r:.3f}", int(c), f"{t:.4f}"])
+    stem = out.with_suffix("")
+    table = Path(f"{stem}_certified.tsv")
+    with table.open("w", newline="") as f:
+        w = csv.writer(f, delimiter="\t", lineterminator="\n")
+        w.writerow(["radius", "certified_accuracy", "ci95_low", "ci95_high", "n"])
+        for r, acc in summary["certified_accuracy"].items():
+            w.writerow([r, f"{acc['value']:.4f}", f"{acc['ci95'][0]:.4f}", f"{acc['ci95'][1]:.4f}", acc["n"]])
+    png = certified_accuracy_curve({label or f"sigma={sigma}": (outputs["radius"], outputs["correct"])},
+                                   f"{stem}_certified.png",
+                                   title=f"sigma={sigma}, n0={n0}, n={n}, alpha={alpha}, {precision}")
+    spec = ThreatSpec("smoothing", {"sigma": sigma, "n0": n0, "n": n, "alpha": alpha, "radii": threat.radii,
+                                    "batch": batch, "precision": precision})
+    summary.update(threat=str(spec), seed=seed, files={"examples": str(out), "table": str(table), "plot": str(png)})
+    Path(f"{stem}_summary.json").write_text(json.dumps(summary, indent=2))
+    return summary

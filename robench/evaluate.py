@@ -1,0 +1,200 @@
+"""The benchmark loop: (model, threat, data slice) -> Record, shard by shard through the results store."""
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import json
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+import robench
+from robench.data import DataSlice, load_dataset
+from robench.errors import RobenchError
+from robench.executors import LocalExecutor
+from robench.inference import check_logits
+from robench.spec import ThreatSpec
+from robench.store import Store
+from robench.threats import Outputs, Threat, build_threat
+
+
+@dataclass
+class Record:
+    """One threat on one model over one data slice: metrics plus the provenance that identifies it."""
+
+    model: str
+    threat: str
+    kind: str
+    dataset: str
+    split: str
+    n: int
+    metrics: dict[str, Any]
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Record":
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """sha256 over the names, shapes, dtypes and bytes of a model's parameters and buffers."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def _environment() -> dict[str, Any]:
+    import foolbox
+    import torchvision
+
+    commit = None
+    try:
+        root = Path(robench.__file__).resolve().parent.parent
+        if (root / "setup.cfg").is_file():
+            commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                                    text=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"robench": robench.__version__, "git_commit": commit, "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "foolbox": foolbox.__version__}
+
+
+def _indices_text(indices: np.ndarray) -> str:
+    """Compact form of example indices: "0:1000" for a contiguous run, else the comma-separated list."""
+    if len(indices) and np.array_equal(indices, np.arange(indices[0], indices[0] + len(indices))):
+        return f"{indices[0]}:{indices[0] + len(indices)}"
+    return ",".join(map(str, indices.tolist()))
+
+
+def _digest(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def check_model(model: nn.Module, data: DataSlice, device: torch.device) -> None:
+    """Fail early, with a clear message, when a model does not map images to (N, classes) logits."""
+    try:
+        with torch.no_grad():
+            logits = model(data.x[:2].to(device))
+    except Exception as exc:
+        raise RobenchError(f"the model failed on a batch of shape {tuple(data.x[:2].shape)} from "
+                           f"{data.dataset}: {type(exc).__name__}: {exc}") from None
+    check_logits(logits, min(2, len(data)))
+    if logits.shape[1] <= int(data.y.max()):
+        raise RobenchError(f"the model returns {logits.shape[1]} classes but {data.dataset} has labels up to "
+                           f"{int(data.y.max())}.")
+
+
+@dataclass
+class ShardTask:
+    threat: Threat
+    start: int
+    stop: int
+    key: str
+    seed: int
+
+
+def evaluate(model: nn.Module | str, threats: str | ThreatSpec | Threat | Sequence[str | ThreatSpec | Threat], *,
+             dataset: str = "mnist", split: str = "test", n: int | None = None,
+             indices: Sequence[int] | None = None, data_root: str | None = None,
+             store: Store | str | None = None, seed: int = 0, device: str | torch.device | None = None,
+             model_name: str | None = None, shard_size: int | None = None, progress: bool = False,
+             executor: Any = None) -> list[Record]:
+    """Evaluate `model` (an nn.Module taking images in [0, 1], or a zoo name) under each threat on the
+    first `n` examples (or the given `indices`) of `dataset`/`split`; returns one Record per threat.
+
+    Finished shards and Records go to `store` (a Store or a path; default ``$ROBENCH_CACHE/results.sqlite``),
+    so a repeated call is served from cache and an interrupted one resumes."""
+    from robench import zoo
+
+    if isinstance(model, str):
+        model_name = model_name or model
+        model = zoo.get(model).load(data_root=data_root, progress=progress)
+    if not isinstance(model, nn.Module):
+        raise RobenchError(f"model must be a torch.nn.Module or a zoo name; got {type(model).__name__}.")
+    model_name = model_name or type(model).__name__
+    data = load_dataset(dataset, split, data_root).select(n=n, indices=indices)
+    dev = _device(device)
+    was_training = model.training
+    model.to(dev).eval()
+    check_model(model, data, dev)
+    fingerprint = model_fingerprint(model)
+    store = store if isinstance(store, Store) else Store(store)
+    executor = executor or LocalExecutor()
+    if isinstance(threats, (str, ThreatSpec, Threat)):
+        threats = [threats]
+    built = [t if isinstance(t, Threat) else build_threat(t) for t in threats]
+    records = []
+    try:
+        for threat in built:
+            records.append(_evaluate_threat(model, model_name, fingerprint, threat, data, store, seed, dev,
+                                            shard_size, progress, executor))
+    finally:
+        model.train(was_training)
+    return records
+
+
+def _evaluate_threat(model, model_name, fingerprint, threat: Threat, data: DataSlice, store: Store, seed: int,
+                     dev: torch.device, shard_size: int | None, progress: bool, executor) -> Record:
+    checksum = data.checksum
+    base = {"model_sha256": fingerprint, "threat": threat.canonical, "threat_version": threat.version,
+            "dataset": data.dataset, "split": data.split, "data_sha256": checksum, "seed": seed}
+    record_key = _digest(base, _indices_text(data.indices), shard_size)
+    cached = store.get_record(record_key)
+    if cached is not None:
+        return Record.from_dict(cached)
+    size = shard_size or threat.shard_size or len(data)
+    tasks = []
+    for start in range(0, len(data), size):
+        shard_indices = _indices_text(data.indices[start:start + size])
+        key = _digest(base, shard_indices)
+        tasks.append(ShardTask(threat, start, min(start + size, len(data)), key, int(key[:15], 16)))
+    started = dt.datetime.now(dt.timezone.utc)
+    clock = time.perf_counter()
+
+    def run(task: ShardTask) -> Outputs:
+        outputs = store.get_shard(task.key)
+        if outputs is None:
+            x = data.x[task.start:task.stop].to(dev)
+            y = data.y[task.start:task.stop].to(dev)
+            generator = torch.Generator(device=dev).manual_seed(task.seed)
+            outputs = {k: np.asarray(v) for k, v in task.threat.evaluate_shard(model, x, y, generator).items()}
+            store.put_shard(task.key, threat.canonical, model_name, outputs)
+        return outputs
+
+    bar = tqdm(total=len(data), desc=f"{model_name} | {threat.spec.name}", unit="ex", disable=not progress,
+               leave=False)
+    parts = []
+    for task, outputs in zip(tasks, executor.map(run, tasks)):
+        parts.append(outputs)
+        bar.update(task.stop - task.start)
+    bar.close()
+    merged = parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    provenance = {**_environment(), "model": model_name, **base, "threat_hash": threat.spec.hash,
+                  "indices": _indices_text(data.indices), "shards": len(tasks), "device": str(dev),
+                  "started": started.isoformat(timespec="seconds"),
+                  "wall_seconds": round(time.perf_counter() - clock, 3)}
+    record = Record(model_name, threat.canonical, threat.kind, data.dataset, data.split, len(data),
+                    threat.summarize(merged), provenance)
+    store.put_record(record_key, record.to_dict())
+    return record
