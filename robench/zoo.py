@@ -151,6 +151,40 @@ def fetch_weights(source: str, sha256: str | None) -> Path:
     return target
 
 
+def load_user_model(target: str, weights: str | None = None, sha256: str | None = None) -> nn.Module:
+    """A user's model from ``package.module:callable`` (the callable returns an nn.Module), with
+    optional weights (safetensors or a weights-only torch checkpoint) checked against `sha256`."""
+    import importlib
+
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise RobenchError(f"model {target!r} is neither a zoo name nor package.module:callable "
+                           "(see `robench zoo list`).")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise RobenchError(f"cannot import {target}: {exc}. Is the package on PYTHONPATH?") from None
+    model = factory()
+    if not isinstance(model, nn.Module):
+        raise RobenchError(f"{target} returned {type(model).__name__}, not a torch.nn.Module.")
+    if weights:
+        try:
+            model.load_state_dict(load_weights(weights, sha256))
+        except RuntimeError as exc:
+            raise RobenchError(f"weights {weights} do not fit {target}: {str(exc).splitlines()[0]}") from None
+    return model.eval()
+
+
+def resolve(name: str, *, weights: str | None = None, sha256: str | None = None, data_root: str | None = None,
+            progress: bool = True) -> nn.Module:
+    """A zoo entry by name (trained and cached on first use) or a user's ``package.module:callable``."""
+    if ":" in name:
+        return load_user_model(name, weights, sha256)
+    if weights:
+        raise RobenchError("--weights goes with --model package.module:callable, not with a zoo name.")
+    return get(name).load(data_root=data_root, progress=progress)
+
+
 def register(entry: ModelEntry) -> ModelEntry:
     return MODELS.register(entry.name, entry)
 

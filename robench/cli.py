@@ -1,0 +1,257 @@
+"""The `robench` command. It calls the public API and nothing deeper."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Sequence
+
+from robench.errors import RobenchError
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    return not args.quiet and sys.stderr.isatty()
+
+
+def _doc(obj: object) -> str:
+    return (getattr(obj, "__doc__", None) or "").strip().split("\n")[0]
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    from robench.registry import ATTACKS, CORRUPTIONS, DATASETS, DEFENSES, MODELS
+
+    registry = {"attacks": ATTACKS, "corruptions": CORRUPTIONS, "defenses": DEFENSES, "models": MODELS,
+                "datasets": DATASETS}[args.family]
+    names = registry.names(args.pattern)
+    width = max((len(n) for n in names), default=0)
+    for name in names:
+        entry = registry.get(name)
+        about = getattr(entry, "description", "") or _doc(entry)
+        print(f"{name.ljust(width)}  {about}".rstrip())
+
+
+def cmd_zoo_list(args: argparse.Namespace) -> None:
+    from robench import zoo
+    from robench.registry import MODELS
+
+    rows = [("name", "dataset", "arch", "recipe", "cached", "description")]
+    for name in MODELS.names():
+        e = zoo.get(name)
+        recipe = e.recipe.defense or "standard"
+        rows.append((name, e.dataset, e.arch, f"{recipe}, {e.recipe.epochs} ep", "yes" if e.is_cached() else "no",
+                     e.description))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
+
+
+def cmd_zoo_train(args: argparse.Namespace) -> None:
+    from robench import zoo
+
+    for name in args.names:
+        entry = zoo.get(name)
+        if entry.is_cached() and not args.force:
+            print(f"{name}: already cached at {entry.cache_path} (use --force to retrain)")
+            continue
+        start = time.perf_counter()
+        entry.train(data_root=args.data_root, device=args.device or "cpu", progress=_progress(args))
+        print(f"{name}: trained in {time.perf_counter() - start:.0f} s, cached at {entry.cache_path}")
+
+
+def _parse_indices(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, sep, hi = part.partition(":")
+            out.extend(range(int(lo), int(hi)) if sep else [int(lo)])
+    except ValueError:
+        raise RobenchError(f"--indices {text!r}: write indices as 0,5,9 or ranges as 0:100.") from None
+    return out
+
+
+def _write_outputs(records, out: Path, curve_title: str = "") -> list[Path]:
+    from robench import plots, tables
+    from robench.zoo import atomic_write
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, fmt in (("records.json", "json"), ("results.md", "markdown"), ("results.csv", "csv")):
+        atomic_write(out / name, tables.render(records, fmt))
+        written.append(out / name)
+    curves: dict[str, list] = {}
+    for r in records:
+        if r.kind == "input-attack":
+            for eps, acc in r.metrics["robust_accuracy"].items():
+                curves.setdefault(f"{r.model} ({r.threat.split(':')[0]})", []).append(
+                    (float(eps), acc["value"], *acc["ci95"]))
+    if curves:
+        written.append(plots.robustness_curve(curves, out / "robustness_curve.png", title=curve_title))
+    return written
+
+
+def _run(models: Sequence[str], threats: Sequence[str], args: argparse.Namespace, *, dataset: str, split: str,
+         n: int | None, indices: list[int] | None, seed: int):
+    from robench import zoo
+    from robench.evaluate import evaluate
+    from robench.store import Store
+    from robench.threats import build_threat
+
+    built = [build_threat(t) for t in threats]  # check every spec before any work starts
+    store = Store(args.store)
+    records = []
+    for name in models:
+        model = zoo.resolve(name, weights=args.weights, sha256=args.weights_sha256, data_root=args.data_root,
+                            progress=_progress(args))
+        records += evaluate(model, built, dataset=dataset, split=split, n=n, indices=indices,
+                            data_root=args.data_root, store=store, seed=seed, device=args.device,
+                            model_name=name, progress=_progress(args))
+    return records
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from robench import tables
+    from robench.spec import Benchmark
+
+    if args.spec:
+        bench = Benchmark.load(args.spec)
+        models = args.model or bench.models
+        threats = args.threat or bench.threats
+        dataset, split = args.dataset or bench.dataset, args.split or bench.split
+        n, indices = args.n if args.n is not None else bench.n, _parse_indices(args.indices) or bench.indices
+        seed = args.seed if args.seed is not None else bench.seed
+    else:
+        if not args.model or not args.threat:
+            raise RobenchError("give --model and --threat (or a benchmark file); see `robench run --help`.")
+        models, threats = args.model, args.threat
+        dataset, split, n = args.dataset or "mnist", args.split or "test", args.n
+        indices, seed = _parse_indices(args.indices), args.seed or 0
+    if n is not None and indices is not None:
+        n = None if not args.n else n
+    records = _run(models, threats, args, dataset=dataset, split=split, n=n, indices=indices, seed=seed)
+    print(tables.render(records, args.format), end="")
+    if args.out:
+        for path in _write_outputs(records, Path(args.out)):
+            print(f"wrote {path}", file=sys.stderr)
+
+
+QUICKSTART_MODELS = ("mnist5k-small-cnn", "mnist5k-mlp")
+QUICKSTART_THREATS = ("clean", "pgd-linf:eps=0.05|0.1|0.15|0.2|0.3,steps=20,rel_step=0.1")
+
+
+def cmd_quickstart(args: argparse.Namespace) -> None:
+    from robench import tables
+
+    start = time.perf_counter()
+    print(f"robench quickstart: {', '.join(QUICKSTART_MODELS)} on the embedded MNIST digits (mnist-5k, "
+          f"first {args.n} test points), offline.", file=sys.stderr)
+    records = _run(QUICKSTART_MODELS, QUICKSTART_THREATS, args, dataset="mnist-5k", split="test", n=args.n,
+                   indices=None, seed=0)
+    print(tables.render(records, "table"), end="")
+    for path in _write_outputs(records, Path(args.out), "PGD Linf on mnist-5k"):
+        print(f"wrote {path}")
+    print(f"done in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+
+
+EXAMPLES = {
+    "list": """
+        robench list attacks
+        robench list corruptions
+        robench list models""",
+    "zoo": """
+        robench zoo list
+        robench zoo train mnist-small-cnn --data-root ~/data""",
+    "run": """
+        robench run --model mnist-small-cnn --threat pgd-linf:eps=0.1|0.2|0.3 --n 1000
+        robench run --model mnist-small-cnn --threat foolbox:LinfDeepFoolAttack:eps=0.1 --format json
+        robench run --model mypkg.nets:make_model --weights model.safetensors --threat fgsm:eps=0.1
+        robench run bench.toml --out results/""",
+    "quickstart": """
+        robench quickstart
+        robench quickstart --out /tmp/qs --n 200""",
+}
+
+
+def _examples(name: str) -> str:
+    return "examples:" + textwrap.dedent(EXAMPLES[name]).rstrip() + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", action="store_true", help="no progress bars")
+    common.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    data = argparse.ArgumentParser(add_help=False)
+    data.add_argument("--data-root", help="folder with the datasets (default: $ROBENCH_DATA or ~/.cache/robench/data)")
+    data.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    parser = argparse.ArgumentParser(prog="robench", formatter_class=fmt, parents=[common],
+                                     description="Evaluate PyTorch image classifiers against many threats at once.",
+                                     epilog="examples:\n  robench quickstart\n  robench run --model mnist-small-cnn "
+                                            "--threat pgd-linf:eps=0.3 --n 1000\n\n"
+                                            "Each command has --help with examples.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("list", parents=[common], formatter_class=fmt, epilog=_examples("list"),
+                       help="list registered attacks, corruptions, defenses, models or datasets")
+    p.add_argument("family", choices=["attacks", "corruptions", "defenses", "models", "datasets"])
+    p.add_argument("pattern", nargs="?", default="*", help="glob filter, e.g. 'foolbox:*'")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("zoo", parents=[common], formatter_class=fmt, epilog=_examples("zoo"),
+                       help="list or train zoo models")
+    zsub = p.add_subparsers(dest="zoo_command", required=True, metavar="ACTION")
+    z = zsub.add_parser("list", parents=[common], help="zoo entries and whether their weights are cached")
+    z.set_defaults(func=cmd_zoo_list)
+    z = zsub.add_parser("train", parents=[common, data], help="train zoo entries and cache their weights")
+    z.add_argument("names", nargs="+", metavar="NAME")
+    z.add_argument("--force", action="store_true", help="retrain even if cached")
+    z.set_defaults(func=cmd_zoo_train)
+
+    p = sub.add_parser("run", parents=[common, data], formatter_class=fmt, epilog=_examples("run"),
+                       help="evaluate models under threats")
+    p.add_argument("spec", nargs="?", help="benchmark file (TOML: models, threats, dataset, split, n, seed)")
+    p.add_argument("--model", action="append", help="zoo name or package.module:callable (repeatable)")
+    p.add_argument("--weights", help="weights for a package.module:callable model (safetensors or .pt)")
+    p.add_argument("--weights-sha256", help="expected sha256 of --weights")
+    p.add_argument("--threat", action="append", help="threat spec, e.g. pgd-linf:eps=0.1|0.3,steps=40 (repeatable)")
+    p.add_argument("--dataset", help="dataset name (robench list datasets; default mnist)")
+    p.add_argument("--split", choices=["train", "test"], help="default test")
+    p.add_argument("--n", type=int, help="evaluate the first N examples")
+    p.add_argument("--indices", help="explicit example indices, e.g. 0,5,9 or 0:100")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--store", help="results store (default ~/.cache/robench/results.sqlite)")
+    p.add_argument("--out", help="folder for records.json, results.md, results.csv and figures")
+    p.add_argument("--format", choices=["table", "json", "csv", "markdown"], default="table")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("quickstart", parents=[common, data], formatter_class=fmt, epilog=_examples("quickstart"),
+                       help="offline demo: train small models on the embedded digits and attack them")
+    p.add_argument("--out", default="robench-out/quickstart", help="output folder (default robench-out/quickstart)")
+    p.add_argument("--n", type=int, default=500, help="test points (default 500)")
+    p.add_argument("--store", help="results store (default ~/.cache/robench/results.sqlite)")
+    p.set_defaults(func=cmd_quickstart, weights=None, weights_sha256=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except RobenchError as exc:
+        if args.debug:
+            raise
+        print(f"robench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("robench: interrupted; finished work is kept in the results store.", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

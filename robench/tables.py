@@ -1,0 +1,92 @@
+"""Records -> tables: the headline numbers of each Record as columns, one row per model, rendered as
+plain text, Markdown, CSV or JSON."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any, Iterable, Sequence
+
+from robench.evaluate import Record
+from robench.spec import ThreatSpec
+
+#: metric names that are implied by the column and left out of its title
+_IMPLIED = {"robust_accuracy", "accuracy"}
+
+
+def is_accuracy(value: Any) -> bool:
+    return isinstance(value, dict) and {"value", "n", "ci95"} <= set(value)
+
+
+def headline(record: Record) -> dict[str, Any]:
+    """Column title -> accuracy dict or number: clean accuracy, every accuracy in the metrics, and
+    top-level scalars; nested non-accuracy details (calibration, norms) stay in the JSON."""
+    name = ThreatSpec.parse(record.threat).name
+    columns: dict[str, Any] = {}
+    for key, value in record.metrics.items():
+        if key == "clean_accuracy":
+            columns["clean"] = value
+        elif is_accuracy(value) or isinstance(value, (int, float)) and not isinstance(value, bool):
+            columns[f"{name} {key}"] = value
+        elif isinstance(value, dict):
+            for sub, inner in value.items():
+                if is_accuracy(inner):
+                    title = sub if key in _IMPLIED else f"{key} {sub}"
+                    columns[f"{name} {title}"] = inner
+    return columns
+
+
+def format_cell(value: Any, interval: bool = True) -> str:
+    if value is None:
+        return "-"
+    if is_accuracy(value):
+        lo, hi = value["ci95"]
+        main = f"{100 * value['value']:.1f}"
+        return f"{main} [{100 * lo:.1f}, {100 * hi:.1f}]" if interval else main
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def grid(records: Iterable[Record]) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """Column titles (in first-seen order) and model -> column -> value."""
+    columns: list[str] = []
+    rows: dict[str, dict[str, Any]] = {}
+    for record in records:
+        for title, value in headline(record).items():
+            if title not in columns:
+                columns.append(title)
+            rows.setdefault(record.model, {}).setdefault(title, value)
+    if "clean" in columns:
+        columns.remove("clean")
+        columns.insert(0, "clean")
+    return columns, rows
+
+
+def render(records: Sequence[Record], fmt: str = "table") -> str:
+    """`fmt`: "table" (aligned text), "markdown", "csv" or "json" (the full Records)."""
+    if fmt == "json":
+        return json.dumps([r.to_dict() for r in records], indent=2)
+    columns, rows = grid(records)
+    header = ["model", *columns]
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(header + [f"{c} ci95" for c in columns if any(is_accuracy(r.get(c)) for r in rows.values())])
+        for model, row in rows.items():
+            values = [model] + [row[c]["value"] if is_accuracy(row.get(c)) else row.get(c, "") for c in columns]
+            cis = [f"{row[c]['ci95'][0]:.4f}-{row[c]['ci95'][1]:.4f}" if is_accuracy(row.get(c)) else ""
+                   for c in columns if any(is_accuracy(r.get(c)) for r in rows.values())]
+            writer.writerow(values + cis)
+        return out.getvalue()
+    body = [[model] + [format_cell(row.get(c)) for c in columns] for model, row in rows.items()]
+    if fmt == "markdown":
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(cells) + " |" for cells in body]
+        note = "Accuracy in %, with the 95% Clopper-Pearson interval in brackets."
+        return "\n".join(lines) + f"\n\n{note}\n"
+    if fmt != "table":
+        raise ValueError(f"unknown table format {fmt!r}")
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip()
+                     for line in [header, ["-" * w for w in widths], *body]) + "\n"
