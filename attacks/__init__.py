@@ -1,2 +1,3 @@
 """Input and weight attacks; importing this package registers the built-ins."""
 from robench.attacks import foolbox_adapter, pgd  # noqa: F401  (registers)
+from robench.attacks import smoothadv  # noqa: F401,E402  (registers)
