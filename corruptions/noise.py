@@ -1,8 +1,12 @@
-"""Noise corruptions for grey and RGB images: Gaussian and Patch Gaussian (used at test time here and
-at training time by robench.defenses.noise)."""
+"""Noise corruptions for grey and RGB images: Gaussian, shot (Poisson), impulse (salt and pepper) and
+Patch Gaussian. The functions are used at test time here (registered as `gaussian`, `shot`, `impulse`,
+`patch-gaussian`), at training time by robench.defenses.noise, and by the MNIST-C suite."""
 from __future__ import annotations
 
 import torch
+
+from robench.corruptions.base import Corruption, register
+from robench.errors import RobenchError
 
 
 def _per_image(value: float | torch.Tensor, n: int, like: torch.Tensor) -> torch.Tensor:
@@ -30,3 +34,83 @@ def patch_gaussian_noise(images: torch.Tensor, generator: torch.Generator, width
     inside = (rows >= lo_y) & (rows < lo_y + size) & (cols >= lo_x) & (cols < lo_x + size)
     noisy = gaussian_noise(images, generator, sigma)
     return torch.where(inside, noisy, images)
+
+
+def shot_noise(images: torch.Tensor, generator: torch.Generator, rate: float) -> torch.Tensor:
+    """Poisson(images * rate) / rate per pixel and channel, clipped to [0, 1]: photon noise with `rate`
+    photons at full intensity (lower is noisier). Black pixels stay black."""
+    out = torch.zeros_like(images)
+    lit = images > 0
+    out[lit] = torch.poisson(images[lit].double() * rate, generator=generator).to(images.dtype) / rate
+    return out.clamp_(0, 1)
+
+
+def impulse_noise(images: torch.Tensor, generator: torch.Generator, amount: float) -> torch.Tensor:
+    """Salt and pepper: each pixel and channel, with probability `amount`, set to 0 or 1 (even odds)."""
+    u = torch.rand(images.shape, generator=generator, device=images.device, dtype=torch.float64)
+    salt = torch.rand(images.shape, generator=generator, device=images.device) < 0.5
+    return torch.where(u < amount, salt.to(images.dtype), images)
+
+
+def _check(name: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise RobenchError(f"{name} must lie in [{low}, {high}]; got {value}.")
+
+
+@register
+class Gaussian(Corruption):
+    """Additive Gaussian noise of standard deviation `sigma` (images in [0, 1])."""
+
+    name = "gaussian"
+
+    def __init__(self, *, sigma: float = 0.18):
+        _check("sigma", sigma, 0.0, float("inf"))
+        self.sigma = sigma
+
+    def apply(self, images, generator):
+        return gaussian_noise(images, generator, self.sigma)
+
+
+@register
+class Shot(Corruption):
+    """Poisson (photon) noise with `rate` photons at full intensity; lower rates are noisier."""
+
+    name = "shot"
+
+    def __init__(self, *, rate: float = 12.0):
+        if not rate > 0:
+            raise RobenchError(f"rate must be positive; got {rate}.")
+        self.rate = rate
+
+    def apply(self, images, generator):
+        return shot_noise(images, generator, self.rate)
+
+
+@register
+class Impulse(Corruption):
+    """Salt-and-pepper noise hitting a fraction `amount` of the pixels."""
+
+    name = "impulse"
+
+    def __init__(self, *, amount: float = 0.09):
+        _check("amount", amount, 0.0, 1.0)
+        self.amount = amount
+
+    def apply(self, images, generator):
+        return impulse_noise(images, generator, self.amount)
+
+
+@register
+class PatchGaussian(Corruption):
+    """Gaussian noise of std `sigma` inside one `width` x `width` square per image at a random place."""
+
+    name = "patch-gaussian"
+
+    def __init__(self, *, width: int = 25, sigma: float = 1.0):
+        if width < 1:
+            raise RobenchError(f"width must be at least 1 pixel; got {width}.")
+        _check("sigma", sigma, 0.0, float("inf"))
+        self.width, self.sigma = width, sigma
+
+    def apply(self, images, generator):
+        return patch_gaussian_noise(images, generator, self.width, self.sigma)
