@@ -446,9 +446,10 @@ class Fog(_Graded):
     def apply(self, images, generator):
         strength, decay = self.level
         keys = _rng(generator).integers(0, 2 ** 64, len(images), dtype=np.uint64)
+        plasma = np.concatenate([plasma_corner(part, decay) for part in np.array_split(keys, -(-len(keys) // 500))])
         x = _grey(images)
         top = x.max((1, 2), keepdims=True)
-        out = (x + strength * plasma_corner(keys, decay)) * top / (top + strength)
+        out = (x + strength * plasma) * top / (top + strength)
         return _to_images(out, images)
 
 

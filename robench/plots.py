@@ -56,3 +56,50 @@ def certified_accuracy_curve(curves: dict[str, tuple[Sequence[float], Sequence[b
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def corruption_grid(rows: dict[str, Sequence], path: str | Path, *, title: str = "") -> Path:
+    """Example images, one row per corruption: each value is (n, H, W, C) float in [0, 1], C 1 or 3."""
+    n = max(len(v) for v in rows.values())
+    fig, axes = plt.subplots(len(rows), n, figsize=(0.9 * n + 1.4, 0.9 * len(rows) + 0.4), squeeze=False)
+    for axrow, (name, images) in zip(axes, rows.items()):
+        for j, ax in enumerate(axrow):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_frame_on(False)
+            if j < len(images):
+                image = images[j]
+                ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
+        axrow[0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout(pad=0.3)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def corruption_accuracy(models: dict[str, dict[str, tuple[float, float, float]]], path: str | Path, *,
+                        title: str = "") -> Path:
+    """Accuracy per corruption, models side by side: models[model][corruption] = (acc, ci_lo, ci_hi)."""
+    names = list(dict.fromkeys(c for per in models.values() for c in per))
+    width = 0.8 / max(len(models), 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(names) * max(len(models), 1) + 1.5), 4))
+    for k, (model, per) in enumerate(models.items()):
+        xs = [i + (k - (len(models) - 1) / 2) * width for i, c in enumerate(names) if c in per]
+        acc = [per[c][0] for c in names if c in per]
+        err = [[per[c][0] - per[c][1] for c in names if c in per], [per[c][2] - per[c][0] for c in names if c in per]]
+        ax.bar(xs, acc, width, yerr=err, capsize=2, label=model)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
+    ax.set(ylabel="accuracy", ylim=(0, 1.02), title=title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
