@@ -44,17 +44,22 @@ class Smooth(InferenceDefense):
     """The smoothed classifier g(x) = argmax_c P(f(x + N(0, sigma^2 I)) = c) of a base model f.
 
     `precision` "bf16"/"fp16" runs the base model under autocast (faster, different arithmetic);
-    `samples` noise draws per image serve ``forward`` (vote frequencies (N, K), a Monte-Carlo estimate of
-    g's class probabilities, so attacks and accuracy threats see the smoothed classifier)."""
+    `channels_last` converts the base model's weights to channels-last memory format in place (same
+    values, faster convolutions) and feeds it channels-last batches. `samples` noise draws per image
+    serve ``forward`` (vote frequencies (N, K), a Monte-Carlo estimate of g's class probabilities, so
+    attacks and accuracy threats see the smoothed classifier), `batch_size` copies at a time."""
 
     def __init__(self, base: nn.Module, num_classes: int, sigma: float, *, precision: str = "fp32",
-                 samples: int = 100, batch_size: int = 1000, seed: int = 0):
+                 channels_last: bool = True, samples: int = 100, batch_size: int = 1000, seed: int = 0):
         super().__init__(base)
         if sigma <= 0 or num_classes < 2:
             raise RobenchError(f"Smooth needs sigma > 0 and num_classes >= 2; got {sigma}, {num_classes}.")
         if precision not in PRECISIONS:
             raise RobenchError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}.")
         self.num_classes, self.sigma, self.precision = num_classes, float(sigma), precision
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if channels_last:
+            base.to(memory_format=torch.channels_last)
         self.samples, self.batch_size = samples, batch_size
         self.generator = torch.Generator().manual_seed(seed)
 
@@ -66,6 +71,7 @@ class Smooth(InferenceDefense):
             for start in range(0, num, batch_size):
                 b = min(batch_size, num - start)
                 noisy = gaussian_noise(x.unsqueeze(0).expand(b, *x.shape), generator, self.sigma)
+                noisy = noisy.contiguous(memory_format=self.memory_format)
                 counts += torch.bincount(self.base(noisy).argmax(1), minlength=self.num_classes)
         return counts.cpu().numpy()
 
