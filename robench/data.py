@@ -51,6 +51,10 @@ class DataSlice:
     def __len__(self) -> int:
         return len(self.y)
 
+    def part(self, start: int, stop: int) -> "DataSlice":
+        """Examples start..stop-1 of this slice."""
+        return DataSlice(self.dataset, self.split, self.x[start:stop], self.y[start:stop], self.indices[start:stop])
+
     @property
     def checksum(self) -> str:
         """sha256 of the chosen images (as uint8) and labels: identifies the exact data evaluated."""

@@ -156,19 +156,19 @@ def evaluate(model: nn.Module | str, threats: str | ThreatSpec | Threat | Sequen
 
 def _evaluate_threat(model, model_name, fingerprint, threat: Threat, data: DataSlice, store: Store, seed: int,
                      dev: torch.device, shard_size: int | None, progress: bool, executor) -> Record:
-    checksum = data.checksum
     base = {"model_sha256": fingerprint, "threat": threat.canonical, "threat_version": threat.version,
-            "dataset": data.dataset, "split": data.split, "data_sha256": checksum, "seed": seed}
-    record_key = _digest(base, _indices_text(data.indices), shard_size)
+            "dataset": data.dataset, "split": data.split, "seed": seed}
+    checksum = data.checksum
+    record_key = _digest(base, _indices_text(data.indices), checksum, shard_size)
     cached = store.get_record(record_key)
     if cached is not None:
         return Record.from_dict(cached)
     size = shard_size or threat.shard_size or len(data)
     tasks = []
     for start in range(0, len(data), size):
-        shard_indices = _indices_text(data.indices[start:start + size])
-        key = _digest(base, shard_indices)
-        tasks.append(ShardTask(threat, start, min(start + size, len(data)), key, int(key[:15], 16)))
+        stop = min(start + size, len(data))
+        key = _digest(base, _indices_text(data.indices[start:stop]), data.part(start, stop).checksum)
+        tasks.append(ShardTask(threat, start, stop, key, int(key[:15], 16)))
     started = dt.datetime.now(dt.timezone.utc)
     clock = time.perf_counter()
 
@@ -190,7 +190,8 @@ def _evaluate_threat(model, model_name, fingerprint, threat: Threat, data: DataS
         bar.update(task.stop - task.start)
     bar.close()
     merged = parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    provenance = {**_environment(), "model": model_name, **base, "threat_hash": threat.spec.hash,
+    provenance = {**_environment(), "model": model_name, **base, "data_sha256": checksum,
+                  "threat_hash": threat.spec.hash,
                   "indices": _indices_text(data.indices), "shards": len(tasks), "device": str(dev),
                   "started": started.isoformat(timespec="seconds"),
                   "wall_seconds": round(time.perf_counter() - clock, 3)}

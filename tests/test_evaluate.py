@@ -1,0 +1,124 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+from torch import nn
+
+import robench
+from robench.errors import RobenchError
+from robench.store import Store
+from robench.threats import build_threat
+
+PROVENANCE = {"robench", "git_commit", "torch", "torchvision", "foolbox", "model", "model_sha256", "threat",
+              "threat_hash", "threat_version", "dataset", "split", "indices", "data_sha256", "seed", "device",
+              "started", "wall_seconds"}
+
+
+def test_record_has_metrics_and_provenance(embedded_model, tmp_path):
+    records = robench.evaluate(embedded_model, ["clean", "fgsm:eps=0.1"], dataset="mnist-5k", n=100,
+                               store=tmp_path / "s.sqlite", model_name="cnn")
+    clean, fgsm = records
+    assert PROVENANCE <= set(fgsm.provenance)
+    assert fgsm.provenance["indices"] == "0:100" and fgsm.n == 100 and fgsm.threat == "fgsm:eps=0.1,precision=fp32"
+    assert fgsm.metrics["clean_accuracy"] == clean.metrics["clean_accuracy"]
+    assert fgsm.metrics["robust_accuracy"]["0.1"]["value"] < clean.metrics["clean_accuracy"]["value"]
+    assert set(clean.metrics["calibration"]["clean"]) == {"nll", "brier", "ece"}
+    json.dumps([r.to_dict() for r in records])  # JSON-ready
+
+
+def test_repeated_task_is_served_from_the_store(embedded_model, tmp_path, monkeypatch):
+    store = Store(tmp_path / "s.sqlite")
+    threat = build_threat("pgd-linf:eps=0.1,steps=3")
+    calls = []
+    original = type(threat).evaluate_shard
+    monkeypatch.setattr(type(threat), "evaluate_shard", lambda self, *a: calls.append(1) or original(self, *a))
+    first = robench.evaluate(embedded_model, threat, dataset="mnist-5k", n=120, store=store, shard_size=50)
+    assert len(calls) == 3 and store.count("shards") == 3 and store.count("records") == 1
+    again = robench.evaluate(embedded_model, threat, dataset="mnist-5k", n=120, store=store, shard_size=50)
+    assert len(calls) == 3 and again[0].to_dict() == first[0].to_dict()
+    # a longer slice reuses the finished shards (same indices, same seeds) and computes only the rest
+    longer = robench.evaluate(embedded_model, threat, dataset="mnist-5k", n=200, store=store, shard_size=50)
+    assert len(calls) == 5 and longer[0].n == 200 and store.count("shards") == 5
+    # another model is another task
+    other = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    robench.evaluate(other, threat, dataset="mnist-5k", n=120, store=store, shard_size=50)
+    assert len(calls) == 8
+
+
+def test_results_do_not_depend_on_the_executor_order(embedded_model, tmp_path):
+    a = robench.evaluate(embedded_model, "pgd-linf:eps=0.1,steps=3", dataset="mnist-5k", n=100,
+                         store=tmp_path / "a.sqlite", shard_size=50)[0]
+    b = robench.evaluate(embedded_model, "pgd-linf:eps=0.1,steps=3", dataset="mnist-5k", indices=range(100),
+                         store=tmp_path / "b.sqlite", shard_size=50)[0]
+    assert a.metrics == b.metrics
+
+
+@pytest.mark.parametrize("model, message", [
+    (nn.Sequential(nn.Flatten(), nn.Linear(784, 10, bias=False), nn.Flatten(0)), r"logits of shape \(N, classes\)"),
+    (nn.Sequential(nn.Flatten(), nn.Linear(784, 5)), "returns 5 classes"),
+    (nn.Sequential(nn.Flatten(), nn.Linear(100, 10)), "the model failed on a batch"),
+])
+def test_models_with_wrong_outputs_get_clear_errors(model, message, tmp_path):
+    with pytest.raises(RobenchError, match=message):
+        robench.evaluate(model, "clean", dataset="mnist-5k", n=10, store=tmp_path / "s.sqlite")
+
+
+RESUME_SCRIPT = textwrap.dedent("""
+    import sys, torch, robench
+    from robench import zoo
+    from robench.store import Store
+    model = zoo.get("mnist5k-small-cnn").load(progress=False)
+    threat = robench.build_threat("pgd-linf:eps=0.1,steps=20")
+    evaluate_shard, put_shard = type(threat).evaluate_shard, Store.put_shard
+    def computed(self, *args):
+        print("computed", flush=True)
+        return evaluate_shard(self, *args)
+    def stored(self, *args):
+        put_shard(self, *args)
+        print("stored", flush=True)
+    type(threat).evaluate_shard, Store.put_shard = computed, stored
+    r = robench.evaluate(model, threat, dataset="mnist-5k", n=400, store=sys.argv[1], shard_size=50)
+    print("done", r[0].metrics["robust_accuracy"]["0.1"]["correct"], flush=True)
+""")
+
+
+def test_killed_run_resumes_without_recomputing_or_duplicating(embedded_model, tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(RESUME_SCRIPT)
+    store_path = tmp_path / "s.sqlite"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, str(script), str(store_path)], stdout=subprocess.PIPE, text=True, env=env)
+    finished = 0
+    while finished < 3:
+        line = proc.stdout.readline()
+        assert line, "the run ended before it could be killed"
+        finished += line.startswith("stored")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(0.1)
+    done_before = Store(store_path).count("shards")
+    assert 3 <= done_before < 8
+    result = subprocess.run([sys.executable, str(script), str(store_path)], capture_output=True, text=True,
+                            env=env, timeout=600)
+    assert result.returncode == 0, result.stderr
+    recomputed = result.stdout.count("computed")
+    assert recomputed == 8 - done_before
+    store = Store(store_path)
+    assert store.count("shards") == 8 and store.count("records") == 1
+    # and the result equals an uninterrupted run
+    fresh = robench.evaluate(embedded_model, "pgd-linf:eps=0.1,steps=20", dataset="mnist-5k", n=400,
+                             store=tmp_path / "fresh.sqlite", shard_size=50)[0]
+    assert result.stdout.split()[-1] == str(fresh.metrics["robust_accuracy"]["0.1"]["correct"])
+
+
+def test_store_rejects_a_file_that_is_not_a_database(tmp_path):
+    bad = tmp_path / "bad.sqlite"
+    bad.write_text("not a database " * 100)
+    with pytest.raises(RobenchError, match="cannot be opened"):
+        Store(bad).count("shards")
