@@ -71,9 +71,9 @@ def corruption_grid(rows: dict[str, Sequence], path: str | Path, *, title: str =
                 image = images[j]
                 ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
         axrow[0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+    fig.tight_layout(pad=0.3, rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight() if title else 1))
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout(pad=0.3)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -96,6 +96,37 @@ def corruption_accuracy(models: dict[str, dict[str, tuple[float, float, float]]]
     ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
     ax.set(ylabel="accuracy", ylim=(0, 1.02), title=title)
     ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def bitflip_curve(attack: Sequence[tuple[int, float]], random: Sequence[Sequence[tuple[int, float]]],
+                  path: str | Path, *, start: float | None = None, target: float | None = None,
+                  title: str = "") -> Path:
+    """Accuracy against the number of bit flips: the attack's (flips, accuracy) points beside the median
+    of the random-flip runs (with their min-max band); `start` is the accuracy at 0 flips."""
+    from statistics import median
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    head = [(0, start)] if start is not None else []
+    points = head + list(attack)
+    ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", label="bit-flip attack (BFA)")
+    if random:
+        flips = [p[0] for p in random[0]]
+        runs = [[p[1] for p in run] for run in random]
+        columns = list(zip(*runs))
+        ax.plot([p[0] for p in head] + flips, [p[1] for p in head] + [median(c) for c in columns],
+                label=f"random flips (median of {len(runs)})")
+        ax.fill_between(flips, [min(c) for c in columns], [max(c) for c in columns], alpha=0.2)
+    if target is not None:
+        ax.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"target {target:g}")
+    ax.set(xlabel="bit flips", ylabel="accuracy", ylim=(0, 1.02), title=title)
+    ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)
