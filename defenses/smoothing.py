@@ -61,6 +61,7 @@ class Smooth(InferenceDefense):
         if channels_last:
             base.to(memory_format=torch.channels_last)
         self.samples, self.batch_size = samples, batch_size
+        self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
 
     def counts(self, x: torch.Tensor, num: int, batch_size: int, generator: torch.Generator) -> np.ndarray:
@@ -100,6 +101,8 @@ class Smooth(InferenceDefense):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Vote frequencies (N, K) of f over `samples` noisy copies of each image of `x` (N, C, H, W)."""
+        if self.generator.device != x.device:
+            self.generator = torch.Generator(device=x.device).manual_seed(self.seed)
         rows = [torch.from_numpy(self.counts(xi, self.samples, self.batch_size, self.generator)) for xi in x]
         return (torch.stack(rows).float() / self.samples).to(x.device)
 

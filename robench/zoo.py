@@ -217,12 +217,12 @@ for _entry in (
     ModelEntry("mnist-gaussian-0.5", "mnist", "small-cnn", Recipe("gaussian", {"sigma": 0.5}, epochs=4),
                "small CNN, Gaussian noise training sigma 0.5 (base of randomized smoothing)"),
     ModelEntry("mnist-patch-gaussian", "mnist", "small-cnn",
-               Recipe("patch-gaussian", {"width": 25, "sigma_max": 1.0}, epochs=3),
+               Recipe("patch-gaussian", {"width": 25, "sigma_max": 1.0}, epochs=4),
                "small CNN, Patch Gaussian training (W 25, sigma_max 1.0)"),
     ModelEntry("fashion-mnist-gaussian-0.25", "fashion-mnist", "small-cnn",
                Recipe("gaussian", {"sigma": 0.25}, epochs=4), "small CNN, Gaussian noise training sigma 0.25"),
     ModelEntry("fashion-mnist-patch-gaussian", "fashion-mnist", "small-cnn",
-               Recipe("patch-gaussian", {"width": 25, "sigma_max": 1.0}, epochs=3),
+               Recipe("patch-gaussian", {"width": 25, "sigma_max": 1.0}, epochs=4),
                "small CNN, Patch Gaussian training (W 25, sigma_max 1.0)"),
 ):
     register(_entry)
