@@ -1,0 +1,119 @@
+import csv
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from robench.cli import main
+
+BASE = ["--dataset", "mnist-5k", "--n", "60", "--quiet"]
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_console_script_help_has_examples():
+    exe = shutil.which("robench", path=str(Path(sys.executable).parent))
+    assert exe, "the robench console script is not installed next to this Python"
+    for argv in ([], ["run"], ["quickstart"], ["list"], ["zoo"]):
+        out = subprocess.run([exe, *argv, "--help"], capture_output=True, text=True)
+        assert out.returncode == 0 and "examples:" in out.stdout
+
+
+def test_list_families(capsys):
+    for family, expected in (("attacks", "pgd-linf"), ("datasets", "mnist-5k"), ("models", "mnist5k-small-cnn"),
+                             ("corruptions", "clean"), ("defenses", "")):
+        code, out, _ = run(capsys, "list", family)
+        assert code == 0 and expected in out
+
+
+def test_run_formats_and_outputs(capsys, tmp_path, embedded_model):
+    store = ["--store", str(tmp_path / "s.sqlite")]
+    code, out, _ = run(capsys, "run", "--model", "mnist5k-small-cnn", "--threat", "pgd-linf:eps=0.1|0.2,steps=5",
+                       "--threat", "clean", *BASE, *store, "--format", "json")
+    assert code == 0
+    records = json.loads(out)
+    assert [r["threat"].split(":")[0] for r in records] == ["pgd-linf", "clean"]
+    assert {"model", "threat", "metrics", "provenance"} <= set(records[0])
+    code, out, _ = run(capsys, "run", "--model", "mnist5k-small-cnn", "--threat", "pgd-linf:eps=0.1|0.2,steps=5",
+                       *BASE, *store, "--format", "csv", "--out", str(tmp_path / "out"))
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert rows[0]["model"] == "mnist5k-small-cnn" and float(rows[0]["pgd-linf 0.2"]) <= float(rows[0]["clean"])
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"records.json", "results.md", "results.csv",
+                                                              "robustness_curve.png"}
+    code, out, _ = run(capsys, "run", "--model", "mnist5k-small-cnn", "--threat", "pgd-linf:eps=0.1|0.2,steps=5",
+                       *BASE, *store)
+    assert out.splitlines()[0].split() == ["model", "clean", "pgd-linf", "0.1", "pgd-linf", "0.2"]
+
+
+def test_benchmark_file(capsys, tmp_path, embedded_model):
+    bench = tmp_path / "bench.toml"
+    bench.write_text('models = ["mnist5k-small-cnn"]\nthreats = ["fgsm:eps=0.1"]\ndataset = "mnist-5k"\nn = 30\n')
+    code, out, _ = run(capsys, "run", str(bench), "--quiet", "--store", str(tmp_path / "s.sqlite"),
+                       "--format", "json")
+    assert code == 0 and json.loads(out)[0]["n"] == 30
+
+
+USER_MODEL = '''
+from torch import nn
+def make():
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+'''
+
+
+def test_user_model_with_weights(capsys, tmp_path, monkeypatch):
+    import torch
+    from safetensors.torch import save_file
+
+    (tmp_path / "usernet.py").write_text(USER_MODEL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    torch.manual_seed(0)
+    weights = {"1.weight": torch.zeros(10, 784), "1.bias": torch.arange(10.0)}  # always predicts class 9
+    save_file(weights, tmp_path / "w.safetensors")
+    code, out, _ = run(capsys, "run", "--model", "usernet:make", "--weights", str(tmp_path / "w.safetensors"),
+                       "--threat", "clean", *BASE, "--store", str(tmp_path / "s.sqlite"), "--format", "json")
+    assert code == 0
+    assert json.loads(out)[0]["metrics"]["clean_accuracy"]["value"] == pytest.approx(6 / 60)  # the 9s of 60
+    code, _, err = run(capsys, "run", "--model", "usernet:make", "--weights", str(tmp_path / "w.safetensors"),
+                       "--weights-sha256", "0" * 64, "--threat", "clean", *BASE)
+    assert code == 2 and "checksum mismatch" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--model", "mnist5k-small-cnn", "--threat", "pgd-linf:eps=-1", *BASE], "eps must be >= 0"),
+    (["run", "--model", "mnist5k-small-cnn", "--threat", "pgd-linf:eps=0.1,steps=0", *BASE], "steps must be"),
+    (["run", "--model", "mnist5k-small-cn", "--threat", "clean", *BASE], "Did you mean 'mnist5k-small-cnn'"),
+    (["run", "--model", "mnist5k-small-cnn", "--threat", "clen", *BASE], "Did you mean 'clean'"),
+    (["run", "--model", "mnist5k-small-cnn", "--threat", "clean", "--dataset", "mnist-5k", "--n", "5000"],
+     "n must be between 1 and 1000"),
+    (["run", "--model", "nosuchpkg.nets:make", "--threat", "clean", *BASE], "cannot import nosuchpkg.nets:make"),
+    (["run", "--threat", "clean"], "give --model and --threat"),
+])
+def test_bad_input_is_one_line_and_exit_code_2(capsys, argv, message, embedded_model):
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("robench: error: ") and message in err
+
+
+def test_debug_shows_the_traceback(capsys):
+    with pytest.raises(Exception, match="eps must be"):
+        main(["run", "--model", "mnist5k-small-cnn", "--threat", "pgd-linf:eps=-1", *BASE, "--debug"])
+
+
+def test_quickstart_end_to_end(capsys, tmp_path, embedded_model):
+    code, out, _ = run(capsys, "quickstart", "--out", str(tmp_path / "qs"), "--n", "100", "--quiet",
+                       "--store", str(tmp_path / "s.sqlite"))
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split()[:2] == ["model", "clean"] and any(l.startswith("mnist5k-mlp") for l in lines)
+    records = json.loads((tmp_path / "qs" / "records.json").read_text())
+    assert {r["model"] for r in records} == {"mnist5k-small-cnn", "mnist5k-mlp"}
+    assert (tmp_path / "qs" / "robustness_curve.png").stat().st_size > 10_000
+    assert "| mnist5k-small-cnn |" in (tmp_path / "qs" / "results.md").read_text()
