@@ -224,5 +224,8 @@ for _entry in (
     ModelEntry("fashion-mnist-patch-gaussian", "fashion-mnist", "small-cnn",
                Recipe("patch-gaussian", {"width": 25, "sigma_max": 1.0}, epochs=4),
                "small CNN, Patch Gaussian training (W 25, sigma_max 1.0)"),
+    ModelEntry("mnist-small-cnn-pwc", "mnist", "small-cnn",
+               Recipe("piecewise-clustering", {"lam": 1e-3}, epochs=3),
+               "small CNN, piece-wise clustering regulariser against bit flips (lambda 1e-3)"),
 ):
     register(_entry)
