@@ -1,0 +1,74 @@
+import json
+import pickle
+
+import pytest
+import torch
+
+from robench import zoo
+from robench.cli import main
+from robench.errors import RobenchError
+from robench.training import Recipe
+from robench.zoo import ModelEntry, fetch_weights, load_weights
+
+
+def test_recipe_hash_keys_everything_that_shapes_the_weights():
+    base = ModelEntry("a", "mnist", "small-cnn", Recipe(epochs=3))
+    assert base.recipe_hash == ModelEntry("b", "mnist", "small-cnn", Recipe(epochs=3)).recipe_hash
+    for other in (ModelEntry("a", "mnist", "small-cnn", Recipe(epochs=4)),
+                  ModelEntry("a", "mnist", "lenet5", Recipe(epochs=3)),
+                  ModelEntry("a", "fashion-mnist", "small-cnn", Recipe(epochs=3)),
+                  ModelEntry("a", "mnist", "small-cnn", Recipe("gaussian", {"sigma": 0.25}, epochs=3)),
+                  ModelEntry("a", "mnist", "small-cnn", Recipe("gaussian", {"sigma": 0.5}, epochs=3))):
+        assert other.recipe_hash != base.recipe_hash
+
+
+def test_cached_weights_are_verified_on_load(embedded_model, capsys):
+    entry = zoo.get("mnist5k-small-cnn")
+    assert entry.is_cached() and entry.cache_path.suffix == ".safetensors"
+    meta = json.loads(entry.cache_path.with_suffix(".json").read_text())
+    assert meta["recipe"] == entry.recipe.as_dict() and len(meta["sha256"]) == 64
+    reloaded = entry.load(train_if_missing=False)
+    assert all(torch.equal(a, b) for a, b in zip(reloaded.state_dict().values(), embedded_model.state_dict().values()))
+    assert main(["zoo", "list"]) == 0
+    row = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("mnist5k-small-cnn "))
+    assert " yes " in row
+    assert main(["zoo", "train", "mnist5k-small-cnn"]) == 0 and "already cached" in capsys.readouterr().out
+    original = entry.cache_path.read_bytes()
+    try:
+        entry.cache_path.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+        with pytest.raises(RobenchError, match="checksum mismatch"):
+            entry.load(train_if_missing=False)
+    finally:
+        entry.cache_path.write_bytes(original)
+
+
+def test_untrained_entry_without_training_is_a_clear_error():
+    entry = ModelEntry("never-trained", "mnist-5k", "mlp", Recipe(epochs=1, seed=12345))
+    with pytest.raises(RobenchError, match="robench zoo train never-trained"):
+        entry.load(train_if_missing=False)
+
+
+def test_weights_from_a_url_are_checked_and_cached(tmp_path):
+    state = {"w": torch.arange(4.0)}
+    path = tmp_path / "w.pt"
+    torch.save(state, path)
+    digest = __import__("hashlib").sha256(path.read_bytes()).hexdigest()
+    local = fetch_weights(path.as_uri(), digest)
+    assert torch.equal(load_weights(local, digest)["w"], state["w"])
+    with pytest.raises(RobenchError, match="does not match its sha256"):
+        fetch_weights(path.as_uri(), "0" * 64)
+    with pytest.raises(RobenchError, match="needs a sha256"):
+        fetch_weights(path.as_uri(), None)
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("pickled code ran",))
+
+
+def test_checkpoints_never_unpickle_arbitrary_objects(tmp_path):
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"state_dict": Payload()}, f)
+    with pytest.raises(RobenchError, match="cannot read weights"):
+        load_weights(path)
