@@ -38,13 +38,17 @@ class Record:
     n: int
     metrics: dict[str, Any]
     provenance: dict[str, Any] = field(default_factory=dict)
+    #: per-example outputs of the threat, only when asked for (``evaluate(..., with_outputs=True)``)
+    outputs: Outputs | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        del data["outputs"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Record":
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k != "outputs"})
 
 
 def model_fingerprint(model: nn.Module) -> str:
@@ -119,12 +123,13 @@ def evaluate(model: nn.Module | str, threats: str | ThreatSpec | Threat | Sequen
              indices: Sequence[int] | None = None, data_root: str | None = None,
              store: Store | str | None = None, seed: int = 0, device: str | torch.device | None = None,
              model_name: str | None = None, shard_size: int | None = None, progress: bool = False,
-             executor: Any = None) -> list[Record]:
+             executor: Any = None, with_outputs: bool = False) -> list[Record]:
     """Evaluate `model` (an nn.Module taking images in [0, 1], or a zoo name) under each threat on the
     first `n` examples (or the given `indices`) of `dataset`/`split`; returns one Record per threat.
 
     Finished shards and Records go to `store` (a Store or a path; default ``$ROBENCH_CACHE/results.sqlite``),
-    so a repeated call is served from cache and an interrupted one resumes."""
+    so a repeated call is served from cache and an interrupted one resumes. With `with_outputs`, each
+    Record also carries the threat's per-example outputs (e.g. certified radii)."""
     from robench import zoo
 
     if isinstance(model, str):
@@ -148,20 +153,21 @@ def evaluate(model: nn.Module | str, threats: str | ThreatSpec | Threat | Sequen
     try:
         for threat in built:
             records.append(_evaluate_threat(model, model_name, fingerprint, threat, data, store, seed, dev,
-                                            shard_size, progress, executor))
+                                            shard_size, progress, executor, with_outputs))
     finally:
         model.train(was_training)
     return records
 
 
 def _evaluate_threat(model, model_name, fingerprint, threat: Threat, data: DataSlice, store: Store, seed: int,
-                     dev: torch.device, shard_size: int | None, progress: bool, executor) -> Record:
+                     dev: torch.device, shard_size: int | None, progress: bool, executor,
+                     with_outputs: bool) -> Record:
     base = {"model_sha256": fingerprint, "threat": threat.canonical, "threat_version": threat.version,
             "dataset": data.dataset, "split": data.split, "seed": seed}
     checksum = data.checksum
     record_key = _digest(base, _indices_text(data.indices), checksum, shard_size)
     cached = store.get_record(record_key)
-    if cached is not None:
+    if cached is not None and not with_outputs:
         return Record.from_dict(cached)
     size = shard_size or threat.shard_size or len(data)
     tasks = []
@@ -190,12 +196,16 @@ def _evaluate_threat(model, model_name, fingerprint, threat: Threat, data: DataS
         bar.update(task.stop - task.start)
     bar.close()
     merged = parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    if cached is not None:
+        record = Record.from_dict(cached)
+        record.outputs = merged
+        return record
     provenance = {**_environment(), "model": model_name, **base, "data_sha256": checksum,
                   "threat_hash": threat.spec.hash,
                   "indices": _indices_text(data.indices), "shards": len(tasks), "device": str(dev),
                   "started": started.isoformat(timespec="seconds"),
                   "wall_seconds": round(time.perf_counter() - clock, 3)}
     record = Record(model_name, threat.canonical, threat.kind, data.dataset, data.split, len(data),
-                    threat.summarize(merged), provenance)
+                    threat.summarize(merged), provenance, merged if with_outputs else None)
     store.put_record(record_key, record.to_dict())
     return record
