@@ -157,6 +157,85 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
     print(f"done in {time.perf_counter() - start:.0f} s", file=sys.stderr)
 
 
+def cmd_leaderboard_update(args: argparse.Namespace) -> None:
+    from robench import leaderboard
+
+    for name in [args.name] if args.name else leaderboard.names():
+        leaderboard.update(name, store=args.store, device=args.device, data_root=args.data_root,
+                           progress=_progress(args), models=args.model, log=lambda s: print(s, file=sys.stderr))
+        print(f"{name}: up to date")
+
+
+def cmd_leaderboard_check(args: argparse.Namespace) -> None:
+    from robench import leaderboard
+
+    failed = []
+    for name in args.names or leaderboard.names():
+        problems = leaderboard.Leaderboard.load(name).check()
+        for problem in problems:
+            print(f"{name}: {problem}", file=sys.stderr)
+        print(f"{name}: {'FAILED' if problems else 'ok'}")
+        if problems:
+            failed.append(str(name))
+    if failed:
+        raise RobenchError(f"leaderboard check failed for {', '.join(failed)}; see the lines above.")
+
+
+def cmd_leaderboard_verify(args: argparse.Namespace) -> None:
+    from robench import leaderboard, zoo
+    from robench.tables import format_cell
+
+    loader = None
+    if args.model_target:
+        def loader(_name: str):
+            return zoo.resolve(args.model_target, weights=args.weights, sha256=args.weights_sha256)
+    verdicts, indices, seed = leaderboard.verify(args.name, args.model, n=args.n, seed=args.seed,
+                                                 device=args.device, data_root=args.data_root, loader=loader,
+                                                 progress=_progress(args))
+    print(f"{args.model} on {args.name}: {len(indices)} examples drawn with --seed {seed}")
+    for v in verdicts:
+        print(f"{'ok  ' if v.ok else 'FAIL'} {v.threat.split(':')[0]:<15} {v.metric:<32} "
+              f"entry {format_cell(v.entry):<22} sample {format_cell(v.sample)}")
+    bad = [v for v in verdicts if not v.ok]
+    if bad:
+        raise RobenchError(f"{len(bad)} of {len(verdicts)} accuracies of the sample fall outside the entry's "
+                           "95% interval (the intervals do not overlap).")
+
+
+def cmd_leaderboard_submit(args: argparse.Namespace) -> None:
+    from robench import leaderboard, zoo
+    from robench.data import file_digest
+
+    model = zoo.resolve(args.model, weights=args.weights, sha256=args.weights_sha256, data_root=args.data_root)
+    source = {"model": args.model}
+    if args.weights:
+        source.update(weights=Path(args.weights).name, weights_sha256=file_digest(Path(args.weights), "sha256"))
+    name = args.as_name or args.model.rsplit(":", 1)[-1].replace(".", "-")
+    path = leaderboard.submit(args.name, model, name, source=source, out=args.out, store=args.store,
+                              device=args.device, data_root=args.data_root, progress=_progress(args))
+    print(f"wrote {path}: copy it to leaderboards/{args.name}/entries/{name}.json, add {name!r} to the models "
+          f"of its spec.toml and run `robench leaderboard update {args.name}` to re-render.")
+
+
+def cmd_leaderboard_show(args: argparse.Namespace) -> None:
+    from robench import leaderboard
+
+    print(leaderboard.show(leaderboard.Leaderboard.load(args.name), args.format), end="")
+
+
+def cmd_corrupt(args: argparse.Namespace) -> None:
+    from robench.corruptions.export import export_suite, preview
+
+    if not args.out and not args.preview:
+        raise RobenchError("give --out DIR (the corrupted dataset) and/or --preview FILE.png.")
+    if args.out:
+        out = export_suite(args.suite, args.dataset, args.split, args.out, data_root=args.data_root, seed=args.seed,
+                           progress=_progress(args))
+        print(f"wrote {out}/<corruption>/<split>_images.npy and _labels.npy")
+    if args.preview:
+        print(f"wrote {preview(args.preview, args.suite, args.dataset, 'test' if args.split == 'all' else args.split, data_root=args.data_root, seed=args.seed)}")
+
+
 EXAMPLES = {
     "list": """
         robench list attacks
@@ -170,9 +249,19 @@ EXAMPLES = {
         robench run --model mnist-small-cnn --threat foolbox:LinfDeepFoolAttack:eps=0.1 --format json
         robench run --model mypkg.nets:make_model --weights model.safetensors --threat fgsm:eps=0.1
         robench run bench.toml --out results/""",
+    "corrupt": """
+        robench corrupt --suite mnist-c --dataset mnist --split test --out mnist_c/
+        robench corrupt --suite mnist-c --dataset mnist --split all --out mnist_c/ --preview mnist_c.png
+        robench corrupt --suite fog --dataset fashion-mnist --split test --out fog/""",
     "quickstart": """
         robench quickstart
         robench quickstart --out /tmp/qs --n 200""",
+    "leaderboard": """
+        robench leaderboard check
+        robench leaderboard update mnist
+        robench leaderboard verify mnist mnist-small-cnn --n 100
+        robench leaderboard submit mnist --model mypkg.nets:make_model --weights model.safetensors
+        robench leaderboard show mnist --format latex""",
 }
 
 
@@ -229,12 +318,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "json", "csv", "markdown"], default="table")
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser("corrupt", parents=[common, data], formatter_class=fmt, epilog=_examples("corrupt"),
+                       help="write a corrupted copy of a dataset in the MNIST-C layout")
+    p.add_argument("--suite", default="mnist-c", help="mnist-c or one corruption's name (robench list corruptions)")
+    p.add_argument("--dataset", default="mnist")
+    p.add_argument("--split", choices=["train", "test", "all"], default="test")
+    p.add_argument("--out", help="output folder: OUT/<corruption>/<split>_images.npy (uint8 N x 28 x 28 x 1)")
+    p.add_argument("--preview", help="also draw a grid of examples per corruption to this PNG")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_corrupt)
+
     p = sub.add_parser("quickstart", parents=[common, data], formatter_class=fmt, epilog=_examples("quickstart"),
                        help="offline demo: train small models on the embedded digits and attack them")
     p.add_argument("--out", default="robench-out/quickstart", help="output folder (default robench-out/quickstart)")
     p.add_argument("--n", type=int, default=500, help="test points (default 500)")
     p.add_argument("--store", help="results store (default ~/.cache/robench/results.sqlite)")
     p.set_defaults(func=cmd_quickstart, weights=None, weights_sha256=None)
+    p = sub.add_parser("leaderboard", parents=[common], formatter_class=fmt, epilog=_examples("leaderboard"),
+                       help="update, check, verify, submit to or show the leaderboards")
+    lsub = p.add_subparsers(dest="leaderboard_command", required=True, metavar="ACTION")
+    lb = lsub.add_parser("update", parents=[common, data],
+                         help="compute missing or stale entries through the results store and re-render")
+    lb.add_argument("name", nargs="?", help="leaderboard name or folder (default: all shipped leaderboards)")
+    lb.add_argument("--model", action="append", help="only this model of the spec (repeatable)")
+    lb.add_argument("--store", help="results store (default ~/.cache/robench/results.sqlite)")
+    lb.set_defaults(func=cmd_leaderboard_update)
+    lb = lsub.add_parser("check", parents=[common],
+                         help="fail if a rendered file differs from its entries or an entry from the spec (fast)")
+    lb.add_argument("names", nargs="*", metavar="NAME", help="leaderboard names or folders (default: all)")
+    lb.set_defaults(func=cmd_leaderboard_check)
+    lb = lsub.add_parser("verify", parents=[common, data],
+                         help="recompute a random sample of an entry and compare with its intervals")
+    lb.add_argument("name", help="leaderboard name or folder")
+    lb.add_argument("model", help="the entry's model name")
+    lb.add_argument("--n", type=int, default=100, help="examples to recompute (default 100)")
+    lb.add_argument("--seed", type=int, help="seed of the sample (default: random, printed)")
+    lb.add_argument("--model-target", default="", help="package.module:callable of a submitted entry's model")
+    lb.add_argument("--weights", help="weights of a submitted entry's model")
+    lb.add_argument("--weights-sha256", help="expected sha256 of --weights")
+    lb.set_defaults(func=cmd_leaderboard_verify)
+    lb = lsub.add_parser("submit", parents=[common, data],
+                         help="evaluate your model under a leaderboard's exact protocol and write an entry file")
+    lb.add_argument("name", help="leaderboard name or folder")
+    lb.add_argument("--model", required=True, help="package.module:callable returning an nn.Module")
+    lb.add_argument("--weights", help="weights file (safetensors or weights-only .pt)")
+    lb.add_argument("--weights-sha256", help="expected sha256 of --weights")
+    lb.add_argument("--as", dest="as_name", help="the model's name on the leaderboard (default: the callable)")
+    lb.add_argument("--out", help="entry file to write (default NAME.json in the current folder)")
+    lb.add_argument("--store", help="results store (default ~/.cache/robench/results.sqlite)")
+    lb.set_defaults(func=cmd_leaderboard_submit)
+    lb = lsub.add_parser("show", parents=[common], help="print a leaderboard's headline table for papers")
+    lb.add_argument("name", help="leaderboard name or folder")
+    lb.add_argument("--format", choices=["markdown", "csv", "latex", "table"], default="markdown")
+    lb.set_defaults(func=cmd_leaderboard_show)
     return parser
 
 

@@ -117,3 +117,20 @@ def test_quickstart_end_to_end(capsys, tmp_path, embedded_model):
     assert {r["model"] for r in records} == {"mnist5k-small-cnn", "mnist5k-mlp"}
     assert (tmp_path / "qs" / "robustness_curve.png").stat().st_size > 10_000
     assert "| mnist5k-small-cnn |" in (tmp_path / "qs" / "results.md").read_text()
+
+
+def test_corrupt_writes_the_mnist_c_layout(capsys, tmp_path):
+    import numpy as np
+
+    from robench.data import load_dataset
+
+    code, _, _ = run(capsys, "corrupt", "--suite", "stripe", "--dataset", "mnist-5k", "--split", "test",
+                     "--out", str(tmp_path / "c"), "--preview", str(tmp_path / "p.png"), "--quiet")
+    assert code == 0
+    images = np.load(tmp_path / "c" / "stripe" / "test_images.npy")
+    labels = np.load(tmp_path / "c" / "stripe" / "test_labels.npy")
+    clean = load_dataset("mnist-5k", "test")
+    assert images.shape == (1000, 28, 28, 1) and images.dtype == np.uint8
+    assert np.array_equal(labels, clean.labels.numpy())
+    assert np.array_equal(images[:, :, :7, 0], 255 - clean.images.numpy()[:, 0, :, :7])  # stripe inverts columns 0-6
+    assert (tmp_path / "p.png").stat().st_size > 5_000
