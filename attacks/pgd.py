@@ -35,9 +35,10 @@ def channels_last(model: nn.Module) -> Iterator[None]:
     saved = []
     try:
         for t in chain(model.parameters(), model.buffers()):
-            if t.dim() == 4 and not t.is_contiguous(memory_format=torch.channels_last):
+            laid = _laid_out(t.data, torch.channels_last) if t.dim() == 4 else t.data
+            if laid is not t.data:
                 saved.append((t, t.data))
-                t.data = t.data.contiguous(memory_format=torch.channels_last)
+                t.data = laid
         yield
     finally:
         for t, data in reversed(saved):
@@ -45,7 +46,10 @@ def channels_last(model: nn.Module) -> Iterator[None]:
 
 
 def _laid_out(t: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:
-    return t.contiguous(memory_format=fmt)
+    """`t` with the strides of `fmt`: unlike ``contiguous(memory_format=...)``, this also restrides
+    tensors with a single channel (N, 1, H, W), whose layout is otherwise ambiguous and which kernels
+    would then run in the other format. Returns `t` itself when nothing changes."""
+    return t.to(memory_format=fmt)
 
 
 class PGD(Attack):
@@ -121,7 +125,8 @@ class PGD(Attack):
                 adv = self._restarts(model, _laid_out(x, torch.channels_last), y, eps, size, generator,
                                      torch.channels_last)
         else:
-            adv = self._restarts(model, x.contiguous(), y, eps, size, generator, torch.contiguous_format)
+            adv = self._restarts(model, _laid_out(x, torch.contiguous_format), y, eps, size, generator,
+                                 torch.contiguous_format)
         out = torch.empty_like(x)  # the layout the inputs came in
         return out.copy_(adv)
 

@@ -1,6 +1,6 @@
 """Speed of robench's Linf PGD against its peers, and what its speed options cost in accuracy.
 
-    python perf/pgd.py [--batch 128] [--steps 10] [--rounds 5] [--threads N] [--no-accuracy]
+    python perf/pgd.py [--batch 128] [--steps 20] [--rounds 5] [--threads N] [--no-accuracy]
 
 Part 1 (throughput): one process, the same model, batch, eps, step size and number of steps (all
 steps run: no early stop) for
@@ -77,9 +77,9 @@ def contenders(model, x, y, eps, step, steps) -> dict[str, Callable[[], object]]
     }
 
 
-def interleaved(runs: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    """Median seconds of each callable, timed round-robin with a rotating order after one warm-up."""
-    for run in runs.values():
+def interleaved(runs: dict[str, Callable[[], object]], rounds: int, warmup: bool = True) -> dict[str, float]:
+    """Median seconds of each callable, timed round-robin with a rotating order (after one warm-up)."""
+    for run in runs.values() if warmup else ():
         run()
     names, times = list(runs), {n: [] for n in runs}
     for r in range(rounds):
@@ -131,26 +131,28 @@ def accuracy(args) -> dict:
 
     def runner(name):
         def run():
-            success = attacks[name](model, data.x, data.y, eps=eps, generator=torch.Generator().manual_seed(0)).success
+            generator = torch.Generator().manual_seed(0)
+            success = attacks[name](model, data.x, data.y, eps=eps, generator=generator).success
             with torch.no_grad():
                 clean = model(data.x).argmax(1) == data.y
             value = float((clean & ~success).float().mean())
             assert robust.setdefault(name, value) == value, "the same seed must give the same result"
         return run
 
-    secs = interleaved({n: runner(n) for n in attacks}, max(2, args.rounds // 2))
+    secs = interleaved({n: runner(n) for n in attacks}, max(2, args.rounds // 2), warmup=False)
     with torch.no_grad():
         clean = float((model(data.x).argmax(1) == data.y).float().mean())
     print(f"\naccuracy: {where} test[:500], eps {eps}, {steps} steps, default step; clean {clean:.3f}")
     for name in attacks:
-        print(f"  {name:16s} robust {robust[name]:.3f}   {secs[name]:7.2f} s   x{secs['fp32'] / secs[name]:.2f} vs fp32")
+        print(f"  {name:16s} robust {robust[name]:.3f}   {secs[name]:7.2f} s   "
+              f"x{secs['fp32'] / secs[name]:.2f} vs fp32")
     return {"where": where, "clean": clean, "robust": robust, "secs": secs}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--eps", type=float, default=0.3)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -163,7 +165,7 @@ def main(argv=None) -> int:
     acc = None if args.no_accuracy else accuracy(args)
 
     print("\nSummary (throughput ratios; the bar: robench >= fastest peer and >= 0.95 x bare, all steps run)")
-    print(f"| model | robench / bare | robench / fastest peer | robench-nchw / bare | robench-bf16 / bare | bar |")
+    print("| model | robench / bare | robench / fastest peer | robench-nchw / bare | robench-bf16 / bare | bar |")
     print("|---|---|---|---|---|---|")
     ok = True
     for row in rows:
@@ -171,7 +173,8 @@ def main(argv=None) -> int:
         met = s["robench"] >= f and s["robench"] >= 0.95 * s["bare"]
         ok &= met
         print(f"| {row['model']} | {s['robench'] / s['bare']:.3f} | {s['robench'] / f:.3f} ({row['fastest']}) | "
-              f"{s['robench-nchw'] / s['bare']:.3f} | {s['robench-bf16'] / s['bare']:.3f} | {'met' if met else 'MISSED'} |")
+              f"{s['robench-nchw'] / s['bare']:.3f} | {s['robench-bf16'] / s['bare']:.3f} | "
+              f"{'met' if met else 'MISSED'} |")
     if acc:
         print(f"\n| {acc['where']}, eps 0.1, 40 steps | robust accuracy | time vs fp32 |")
         print("|---|---|---|")

@@ -66,8 +66,9 @@ def test_auto_layout_falls_back_for_models_that_need_contiguous_inputs(generator
     y = torch.zeros(8, dtype=torch.long)
     attack = _attack(LinfPGD, steps=3)
     assert not attack._use_channels_last(model, x)
-    assert attack._use_channels_last(nets.create("small-cnn", channels=1, size=28, classes=10, mean=(0.5,), std=(0.5,)).eval(), x)
-    assert not attack._use_channels_last(nets.create("mlp", channels=1, size=28, classes=10, mean=(0.5,), std=(0.5,)).eval(), x)
+    for arch, pays in [("small-cnn", True), ("madry-cnn", True), ("mlp", False)]:
+        net = nets.create(arch, channels=1, size=28, classes=10, mean=(0.5,), std=(0.5,)).eval()
+        assert attack._use_channels_last(net, x) == pays
     auto = _run(attack, model, x, y, 0.1)
     assert torch.equal(auto.adversarial, _run(_attack(LinfPGD, "contiguous", steps=3), model, x, y, 0.1).adversarial)
     with pytest.raises(RobenchError, match="memory_format must be one of"):
