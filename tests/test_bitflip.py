@@ -226,7 +226,7 @@ def test_piecewise_clustering_penalty():
     with torch.no_grad():
         model[0].weight.copy_(torch.tensor([[1.0, -2.0], [1.0, -2.0]]))
         model[2].weight.copy_(torch.tensor([[3.0, 3.0]]))
-    assert float(defense.penalty(model)) == 0.0
+    assert float(defense.penalty(model).detach()) == 0.0
     with torch.no_grad():
         model[0].weight[0, 0] = 3.0  # positives 3, 1: mean 2, squared distances 1 + 1
     penalty = defense.penalty(model)
