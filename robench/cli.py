@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import textwrap
 import time
@@ -76,7 +75,7 @@ def _parse_indices(text: str | None) -> list[int] | None:
 
 def _write_outputs(records, out: Path, curve_title: str = "") -> list[Path]:
     from robench import plots, tables
-    from robench.zoo import atomic_write
+    from robench.files import atomic_write
 
     out.mkdir(parents=True, exist_ok=True)
     written = []

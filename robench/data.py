@@ -11,10 +11,7 @@ import hashlib
 import io
 import os
 import pickle
-import shutil
 import tarfile
-import tempfile
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -23,6 +20,7 @@ import numpy as np
 import torch
 
 from robench.errors import RobenchError
+from robench.files import download, file_digest
 from robench.registry import DATASETS
 
 SPLITS = ("train", "test")
@@ -106,36 +104,6 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
 
 def cache_dir() -> Path:
     return Path(os.environ.get("ROBENCH_CACHE", "~/.cache/robench")).expanduser()
-
-
-def file_digest(path: Path, algorithm: str = "md5") -> str:
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def download(urls: Sequence[str], target: Path, md5: str) -> None:
-    """Fetch the first mirror that answers into `target` (atomically) and check its md5."""
-    errors = []
-    target.parent.mkdir(parents=True, exist_ok=True)
-    for url in urls:
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-        try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as response:
-                shutil.copyfileobj(response, out)
-            got = file_digest(Path(tmp))
-            if got != md5:
-                raise OSError(f"md5 {got} != expected {md5}")
-            os.replace(tmp, target)
-            return
-        except OSError as exc:
-            errors.append(f"{url}: {exc}")
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    raise OSError("; ".join(errors))
 
 
 #: overridable list of mirror base URLs per dataset (tests point these at a file:// mirror)

@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from robench import nets
-from robench.data import cache_dir, dataset_info, file_digest, load_dataset
+from robench.data import cache_dir, dataset_info, load_dataset
 from robench.errors import RobenchError
+from robench.files import atomic_path, atomic_write, download, file_digest
 from robench.registry import MODELS
 from robench.training import Recipe, train
 
@@ -66,15 +64,12 @@ class ModelEntry:
         summary = train(model, data, self.recipe, device=device, progress=progress)
         model.cpu()
         path = self.cache_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp,
-                  metadata={"entry": self.name, "recipe_hash": self.recipe_hash})
-        meta = {"entry": self.name, "recipe": self.recipe.as_dict(), "sha256": file_digest(Path(tmp), "sha256"),
-                "torch": torch.__version__, **summary}
-        atomic_write(path.with_suffix(".json"), json.dumps(meta, indent=2))
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp),
+                      metadata={"entry": self.name, "recipe_hash": self.recipe_hash})
+            meta = {"entry": self.name, "recipe": self.recipe.as_dict(), "sha256": file_digest(tmp, "sha256"),
+                    "torch": torch.__version__, **summary}
+            atomic_write(path.with_suffix(".json"), json.dumps(meta, indent=2))
         return model
 
     def load(self, *, train_if_missing: bool = True, data_root: str | None = None,
@@ -92,14 +87,6 @@ class ModelEntry:
         model = self.build()
         model.load_state_dict(load_weights(path, expected))
         return model.eval()
-
-
-def atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def load_weights(path: str | Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
@@ -133,21 +120,11 @@ def fetch_weights(source: str, sha256: str | None) -> Path:
         raise RobenchError(f"weights URL {source} needs a sha256 to check the download against.")
     target = cache_dir() / "weights" / f"{sha256[:16]}-{Path(source).name}"
     if not target.is_file():
-        import urllib.request
-
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent)
         try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(source, timeout=60) as response:
-                out.write(response.read())
-            if file_digest(Path(tmp), "sha256") != sha256:
-                raise RobenchError(f"download of {source} does not match its sha256 {sha256}.")
-            os.replace(tmp, target)
+            download([source], target, sha256, "sha256")
         except OSError as exc:
-            raise RobenchError(f"cannot download weights from {source}: {exc}") from None
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            raise RobenchError(f"cannot download weights from {source} (or its sha256 does not match {sha256}): "
+                               f"{exc}") from None
     return target
 
 
