@@ -3,6 +3,7 @@ plain text, Markdown, CSV or JSON."""
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 from typing import Any, Iterable, Sequence
@@ -64,29 +65,56 @@ def grid(records: Iterable[Record]) -> tuple[list[str], dict[str, dict[str, Any]
 
 
 def render(records: Sequence[Record], fmt: str = "table") -> str:
-    """`fmt`: "table" (aligned text), "markdown", "csv" or "json" (the full Records)."""
+    """`fmt`: "table" (aligned text), "markdown", "csv", "latex" or "json" (the full Records)."""
     if fmt == "json":
         return json.dumps([r.to_dict() for r in records], indent=2)
     columns, rows = grid(records)
-    header = ["model", *columns]
+    return render_grid(columns, rows, fmt)
+
+
+_LATEX = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+          "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"}
+
+
+def _latex(text: str) -> str:
+    return "".join(_LATEX.get(char, char) for char in str(text))
+
+
+def render_grid(columns: Sequence[str], rows: dict[str, dict[str, Any]], fmt: str = "table", *,
+                first: str = "model", note: str | None = None) -> str:
+    """A table of `rows` (row name -> column -> accuracy dict, number or text) in the given column order:
+    "table" (aligned text), "markdown", "csv" (values, then one interval column per accuracy column) or
+    "latex" (a tabular). Accuracies show in % with their 95% interval."""
+    header = [first, *columns]
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out)
-        writer.writerow(header + [f"{c} ci95" for c in columns if any(is_accuracy(r.get(c)) for r in rows.values())])
+        ci_columns = [c for c in columns if any(is_accuracy(r.get(c)) for r in rows.values())]
+        writer.writerow(header + [f"{c} ci95" for c in ci_columns])
         for model, row in rows.items():
-            values = [model] + [row[c]["value"] if is_accuracy(row.get(c)) else row.get(c, "") for c in columns]
+            values = [model] + [row[c]["value"] if is_accuracy(row.get(c)) else
+                                ("" if row.get(c) is None else row.get(c)) for c in columns]
             cis = [f"{row[c]['ci95'][0]:.4f}-{row[c]['ci95'][1]:.4f}" if is_accuracy(row.get(c)) else ""
-                   for c in columns if any(is_accuracy(r.get(c)) for r in rows.values())]
+                   for c in ci_columns]
             writer.writerow(values + cis)
         return out.getvalue()
     body = [[model] + [format_cell(row.get(c)) for c in columns] for model, row in rows.items()]
-    if fmt == "markdown":
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(cells) + " |" for cells in body]
+    if note is None:
         note = "Accuracy in %, with the 95% Clopper-Pearson interval in brackets."
-        return "\n".join(lines) + f"\n\n{note}\n"
+    if fmt == "markdown":
+        def cell(text: str) -> str:
+            return html.escape(str(text), quote=False).replace("|", "\\|").replace("\n", " ")
+        lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(map(cell, cells)) + " |" for cells in body]
+        return "\n".join(lines) + (f"\n\n{note}\n" if note else "\n")
+    if fmt == "latex":
+        lines = [r"\begin{tabular}{l" + "r" * len(columns) + "}", r"\toprule",
+                 " & ".join(map(_latex, header)) + r" \\", r"\midrule"]
+        lines += [" & ".join(map(_latex, cells)) + r" \\" for cells in body]
+        lines += [r"\bottomrule", r"\end{tabular}"]
+        return "\n".join(lines) + (f"\n% {note}\n" if note else "\n")
     if fmt != "table":
-        raise ValueError(f"unknown table format {fmt!r}")
+        raise ValueError(f"unknown table format {fmt!r}; use table, markdown, csv, latex or json")
     widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip()
                      for line in [header, ["-" * w for w in widths], *body]) + "\n"

@@ -1,0 +1,270 @@
+"""Leaderboards: update computes only what is missing or stale, check catches every drift, verify, submit,
+show, HTML escaping, and the page sorted in headless Chromium. A tiny leaderboard on the embedded digits
+(mnist-5k) with nearest-class-mean models keeps every test fast."""
+from __future__ import annotations
+
+import functools
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from robench import leaderboard
+from robench.cli import main
+from robench.threats import build_threat
+
+EVIL = "<img src=x onerror=alert(1)>"
+THREATS = [build_threat(t).canonical for t in ("clean", "pgd-linf:eps=0.1|0.2,steps=2")]
+
+
+def constant_model(label: int) -> nn.Module:
+    """Always predicts `label` (zero weights)."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    with torch.no_grad():
+        model[1].weight.zero_()
+        model[1].bias.zero_()
+        model[1].bias[label] = 1.0
+    return model.eval()
+
+
+@functools.lru_cache(maxsize=1)
+def _class_means() -> torch.Tensor:
+    from robench.data import load_dataset
+
+    train = load_dataset("mnist-5k", "train").select(n=2000)
+    x, y = train.x.flatten(1), train.y
+    return torch.stack([x[y == k].mean(0) for k in range(10)])
+
+
+def nearest_mean_model(boost: float = 0.0) -> nn.Module:
+    """Nearest class mean on the embedded digits (a linear model, so attacks have gradients); `boost`
+    adds to class 1's logit, which lowers accuracy by a controlled amount."""
+    means = _class_means()
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    with torch.no_grad():
+        model[1].weight.copy_(means)
+        model[1].bias.copy_(-0.5 * (means ** 2).sum(1))
+        model[1].bias[1] += boost
+    return model.eval()
+
+
+MODELS = {"ncm": lambda: nearest_mean_model(), "ncm-boost": lambda: nearest_mean_model(4.0),
+          EVIL: lambda: constant_model(2)}
+
+
+class Loader:
+    def __init__(self):
+        self.calls: list[str] = []
+
+    def __call__(self, name: str) -> nn.Module:
+        self.calls.append(name)
+        return MODELS[name]()
+
+
+def write_spec(folder: Path, **over) -> None:
+    spec = {"name": "tiny", "title": "Tiny", "dataset": "mnist-5k", "split": "test", "n": 40, "seed": 0,
+            "sort": "clean", "threats": THREATS, "models": list(MODELS)}
+    spec.update(over)
+    lines = []
+    for key, value in spec.items():
+        lines.append(f"{key} = {json.dumps(value)}")
+    (folder / "spec.toml").write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def board(tmp_path) -> Path:
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    write_spec(folder)
+    leaderboard.update(folder, loader=Loader(), store=tmp_path / "store.sqlite")
+    return folder
+
+
+def test_update_writes_entries_and_check_passes(board):
+    lb = leaderboard.Leaderboard.load(board)
+    assert set(lb.entries) == set(MODELS)
+    assert lb.check() == []
+    entry = lb.entries["ncm"]
+    assert [r["threat"] for r in entry["records"]] == THREATS
+    clean = entry["records"][0]["metrics"]["clean_accuracy"]
+    assert clean["n"] == 40 and len(clean["ci95"]) == 2
+    assert entry["records"][0]["provenance"]["model_sha256"]
+    assert main(["leaderboard", "check", str(board)]) == 0
+
+
+def test_check_fails_on_an_edited_table(board, capsys):
+    readme = board / "README.md"
+    readme.write_text(readme.read_text().replace("ncm", "ncm-one", 1))
+    assert any("README.md" in p for p in leaderboard.Leaderboard.load(board).check())
+    assert main(["leaderboard", "check", str(board)]) != 0
+    assert "README.md: differs" in capsys.readouterr().err
+
+
+def test_check_fails_on_a_spec_mismatch(board):
+    write_spec(board, n=30)
+    problems = leaderboard.Leaderboard.load(board).check()
+    assert any("protocol" in p for p in problems) and any("indices" in p for p in problems)
+    assert main(["leaderboard", "check", str(board)]) != 0
+
+
+def test_check_fails_on_a_non_canonical_spec_threat(board):
+    write_spec(board, threats=["clean", "pgd-linf:eps=0.1|0.2,steps=2"])
+    assert any("not canonical" in p for p in leaderboard.Leaderboard.load(board).check())
+
+
+def test_check_fails_on_a_missing_and_an_unlisted_entry(board):
+    (board / "entries" / "ncm-boost.json").rename(board / "entries" / "other.json")
+    problems = leaderboard.Leaderboard.load(board).check()
+    assert any(p.startswith("ncm-boost: no entry") for p in problems)
+    assert any("other.json" in p for p in problems)
+    assert main(["leaderboard", "check", str(board)]) != 0
+
+
+def test_update_recomputes_only_stale_records(board, tmp_path):
+    logs: list[str] = []
+    loader = Loader()
+    leaderboard.update(board, loader=loader, store=tmp_path / "fresh.sqlite", log=logs.append)
+    assert all("up to date" in line for line in logs if not line.startswith("wrote")), logs
+    # an older threat version makes that one record stale; other weights make all of a model's stale
+    path = board / "entries" / "ncm.json"
+    entry = json.loads(path.read_text())
+    entry["records"][1]["provenance"]["threat_version"] = 0
+    path.write_text(leaderboard.dump_entry(entry))
+    assert any("threat version" in p for p in leaderboard.Leaderboard.load(board).check())
+    path = board / "entries" / "ncm-boost.json"
+    entry = json.loads(path.read_text())
+    for record in entry["records"]:
+        record["provenance"]["model_sha256"] = "0" * 64
+    path.write_text(leaderboard.dump_entry(entry))
+    logs.clear()
+    leaderboard.update(board, loader=loader, store=tmp_path / "fresh.sqlite", log=logs.append)
+    stale = sorted(line for line in logs if not line.startswith("wrote") and "up to date" not in line)
+    assert len(stale) == 3, stale
+    assert stale[0].startswith("ncm-boost: clean (weights sha256 000000000000, model has ")
+    assert stale[1].startswith("ncm-boost: pgd-linf (weights sha256 000000000000, model has ")
+    assert stale[2].startswith("ncm: pgd-linf (threat version 0, code has 1)")
+    assert leaderboard.Leaderboard.load(board).check() == []
+
+
+def test_verify_passes_and_catches_a_forged_entry(board):
+    verdicts, indices, seed = leaderboard.verify(board, "ncm", n=15, seed=3, loader=Loader())
+    assert len(indices) == 15 and seed == 3 and verdicts and all(v.ok for v in verdicts)
+    path = board / "entries" / "ncm.json"
+    entry = json.loads(path.read_text())
+    entry["records"][0]["metrics"]["clean_accuracy"] = {"value": 0.0, "correct": 0, "n": 400,
+                                                        "ci95": [0.0, 0.01]}
+    path.write_text(leaderboard.dump_entry(entry))
+    verdicts, _, _ = leaderboard.verify(board, "ncm", n=15, seed=3, loader=Loader())
+    assert [v.ok for v in verdicts if v.metric == "clean_accuracy" and v.threat == "clean"] == [False]
+
+
+def test_html_escapes_every_text_and_has_no_external_assets(board):
+    page = (board / "index.html").read_text()
+    assert EVIL not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert EVIL not in (board / "README.md").read_text()
+    assert not re.search(r"""(src|href)=["']?(https?:|//)""", page)
+    readme = (board / "README.md").read_text()
+    assert "Sorted by **clean**" in readme
+
+
+def test_show_formats(board):
+    lb = leaderboard.Leaderboard.load(board)
+    md = leaderboard.show(lb, "markdown")
+    assert md.startswith("| model | clean | PGD Linf 0.1 | PGD Linf 0.2 |")
+    latex = leaderboard.show(lb, "latex")
+    assert r"\begin{tabular}" in latex and r"PGD Linf 0.1" in latex
+    rows = leaderboard.show(lb, "csv").splitlines()
+    assert rows[0].startswith("model,clean,") and len(rows) == 1 + len(MODELS)
+    values = [float(r.split(",")[1]) for r in rows[1:]]
+    assert values == sorted(values, reverse=True)
+
+
+def test_submit_writes_an_entry_that_checks(board, tmp_path, monkeypatch):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "usermodel.py").write_text(
+        "import torch\nfrom torch import nn\n"
+        "def make():\n    m = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))\n"
+        "    torch.nn.init.zeros_(m[1].weight)\n    return m\n")
+    weights = tmp_path / "w.pt"
+    torch.save(constant_model(3).state_dict(), weights)
+    monkeypatch.syspath_prepend(str(pkg))
+    out = tmp_path / "mine.json"
+    assert main(["leaderboard", "submit", str(board), "--model", "usermodel:make", "--weights", str(weights),
+                 "--as", "mine", "--out", str(out), "--store", str(tmp_path / "s.sqlite"), "--quiet"]) == 0
+    entry = json.loads(out.read_text())
+    assert entry["source"]["model"] == "usermodel:make" and entry["source"]["weights_sha256"]
+    shutil.copy(out, board / "entries" / "mine.json")
+    write_spec(board, models=[*MODELS, "mine"])
+    leaderboard.update(board, loader=Loader(), models=list(MODELS), store=tmp_path / "s.sqlite")
+    lb = leaderboard.Leaderboard.load(board)
+    assert lb.check() == [] and "mine" in (board / "README.md").read_text()
+
+
+def test_shipped_leaderboards_check():
+    assert leaderboard.names(), "no leaderboards shipped"
+    for name in leaderboard.names():
+        assert leaderboard.Leaderboard.load(name).check() == [], name
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def _dump_dom(page: Path, query: str) -> str:
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+           "--user-data-dir=" + str(page.parent / ".chromium"), "--dump-dom", page.as_uri() + query]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True).stdout
+
+
+def test_page_sorts_in_headless_chromium(board):
+    if CHROMIUM is None:
+        print("skipped: no chromium binary (apt-get install chromium)", file=sys.stderr)
+        pytest.skip("no chromium binary on PATH; .ci/run installs Debian's chromium")
+    from html.parser import HTMLParser
+
+    class Rows(HTMLParser):
+        """Cells of the table with id="leaderboard": (data-sort, text) per row; tags inside cells."""
+
+        def __init__(self):
+            super().__init__()
+            self.rows, self.inside, self.cell, self.tags_in_cells = [], False, None, []
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            if tag == "table":
+                self.inside = attrs.get("id") == "leaderboard"
+            elif self.inside and tag == "tr":
+                self.rows.append([])
+            elif self.inside and tag == "td":
+                self.cell = [attrs.get("data-sort"), ""]
+                self.rows[-1].append(self.cell)
+            elif self.inside and self.cell is not None and tag not in ("span",):
+                self.tags_in_cells.append(tag)
+
+        def handle_endtag(self, tag):
+            if tag == "table":
+                self.inside = False
+            elif tag == "td":
+                self.cell = None
+
+        def handle_data(self, data):
+            if self.cell is not None:
+                self.cell[1] += data
+
+    for query, reverse in (("?sort=1&dir=asc", False), ("?sort=1&dir=desc", True)):
+        parser = Rows()
+        parser.feed(_dump_dom(board / "index.html", query))
+        rows = [r for r in parser.rows if r]
+        assert len(rows) == len(MODELS)
+        keys = [float(r[1][0]) for r in rows]
+        assert keys == sorted(keys, reverse=reverse), (query, keys)
+        assert EVIL in [r[0][1] for r in rows], "the markup model name is shown as text"
+        assert "img" not in parser.tags_in_cells
+    dom = _dump_dom(board / "index.html", "?sort=0&dir=asc")
+    assert 'aria-sort="ascending"' in dom
