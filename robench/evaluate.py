@@ -111,11 +111,24 @@ def check_model(model: nn.Module, data: DataSlice, device: torch.device) -> None
 
 @dataclass
 class ShardTask:
-    threat: Threat
+    """One shard of one threat: examples start..stop-1 of the slice, its store key and its seed."""
+
     start: int
     stop: int
     key: str
     seed: int
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+def compute_shard(shared: tuple[nn.Module, Threat, str], task: ShardTask) -> Outputs:
+    """Evaluate one shard; `shared` is (model, threat, device), the same for every shard of a threat
+    (executors ship it once)."""
+    model, threat, device = shared
+    dev = torch.device(device)
+    generator = torch.Generator(device=dev).manual_seed(task.seed)
+    outputs = threat.evaluate_shard(model.to(dev).eval(), task.x.to(dev), task.y.to(dev), generator)
+    return {k: np.asarray(v) for k, v in outputs.items()}
 
 
 def evaluate(model: nn.Module | str, threats: str | ThreatSpec | Threat | Sequence[str | ThreatSpec | Threat], *,
@@ -170,31 +183,29 @@ def _evaluate_threat(model, model_name, fingerprint, threat: Threat, data: DataS
     if cached is not None and not with_outputs:
         return Record.from_dict(cached)
     size = shard_size or threat.shard_size or len(data)
-    tasks = []
+    keys: list[str] = []
+    done: dict[str, Outputs] = {}
+    pending = []
     for start in range(0, len(data), size):
         stop = min(start + size, len(data))
-        key = _digest(base, _indices_text(data.indices[start:stop]), data.part(start, stop).checksum)
-        tasks.append(ShardTask(threat, start, stop, key, int(key[:15], 16)))
+        part = data.part(start, stop)
+        key = _digest(base, _indices_text(part.indices), part.checksum)
+        outputs = store.get_shard(key)
+        if outputs is None:
+            pending.append(ShardTask(start, stop, key, int(key[:15], 16), part.x, part.y))
+        else:
+            done[key] = outputs
+        keys.append(key)
     started = dt.datetime.now(dt.timezone.utc)
     clock = time.perf_counter()
-
-    def run(task: ShardTask) -> Outputs:
-        outputs = store.get_shard(task.key)
-        if outputs is None:
-            x = data.x[task.start:task.stop].to(dev)
-            y = data.y[task.start:task.stop].to(dev)
-            generator = torch.Generator(device=dev).manual_seed(task.seed)
-            outputs = {k: np.asarray(v) for k, v in task.threat.evaluate_shard(model, x, y, generator).items()}
-            store.put_shard(task.key, threat.canonical, model_name, outputs)
-        return outputs
-
-    bar = tqdm(total=len(data), desc=f"{model_name} | {threat.spec.name}", unit="ex", disable=not progress,
-               leave=False)
-    parts = []
-    for task, outputs in zip(tasks, executor.map(run, tasks)):
-        parts.append(outputs)
+    bar = tqdm(total=len(data), initial=len(data) - sum(t.stop - t.start for t in pending),
+               desc=f"{model_name} | {threat.spec.name}", unit="ex", disable=not progress, leave=False)
+    for task, outputs in executor.run(compute_shard, (model, threat, str(dev)), pending):
+        store.put_shard(task.key, threat.canonical, model_name, outputs)
+        done[task.key] = outputs
         bar.update(task.stop - task.start)
     bar.close()
+    parts = [done[k] for k in keys]
     merged = parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     if cached is not None:
         record = Record.from_dict(cached)
@@ -202,7 +213,7 @@ def _evaluate_threat(model, model_name, fingerprint, threat: Threat, data: DataS
         return record
     provenance = {**_environment(), "model": model_name, **base, "data_sha256": checksum,
                   "threat_hash": threat.spec.hash,
-                  "indices": _indices_text(data.indices), "shards": len(tasks), "device": str(dev),
+                  "indices": _indices_text(data.indices), "shards": len(keys), "device": str(dev),
                   "started": started.isoformat(timespec="seconds"),
                   "wall_seconds": round(time.perf_counter() - clock, 3)}
     record = Record(model_name, threat.canonical, threat.kind, data.dataset, data.split, len(data),
