@@ -10,6 +10,22 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def _save(fig, path: str | Path, dpi: int = 120) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+def _finish(fig, ax, path: str | Path, grid_axis: str = "both") -> Path:
+    """Grid, legend and tight layout, then save: the common end of every line or bar chart."""
+    ax.grid(axis=grid_axis, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def robustness_curve(curves: dict[str, Sequence[tuple[float, float, float, float]]], path: str | Path,
                      *, xlabel: str = "eps", title: str = "") -> Path:
     """Accuracy against perturbation size, one line per model; each point is (eps, acc, ci_lo, ci_hi)."""
@@ -20,14 +36,7 @@ def robustness_curve(curves: dict[str, Sequence[tuple[float, float, float, float
         ax.plot(eps, [p[1] for p in points], marker="o", label=name)
         ax.fill_between(eps, [p[2] for p in points], [p[3] for p in points], alpha=0.2)
     ax.set(xlabel=xlabel, ylabel="accuracy", ylim=(0, 1.02), title=title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, path)
 
 
 def certified_accuracy_curve(curves: dict[str, tuple[Sequence[float], Sequence[bool]]], path: str | Path,
@@ -48,14 +57,7 @@ def certified_accuracy_curve(curves: dict[str, tuple[Sequence[float], Sequence[b
         ax.plot(grid, [k / max(len(radius), 1) for k in hits], label=name)
         ax.fill_between(grid, [b[0] for b in bands], [b[1] for b in bands], alpha=0.2)
     ax.set(xlabel="L2 radius", ylabel="certified accuracy", ylim=(0, 1.02), title=title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, path)
 
 
 def corruption_grid(rows: dict[str, Sequence], path: str | Path, *, title: str = "") -> Path:
@@ -74,11 +76,7 @@ def corruption_grid(rows: dict[str, Sequence], path: str | Path, *, title: str =
     fig.tight_layout(pad=0.3, rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight() if title else 1))
     if title:
         fig.suptitle(title, fontsize=9)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=100)
 
 
 def corruption_accuracy(models: dict[str, dict[str, tuple[float, float, float]]], path: str | Path, *,
@@ -95,14 +93,7 @@ def corruption_accuracy(models: dict[str, dict[str, tuple[float, float, float]]]
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
     ax.set(ylabel="accuracy", ylim=(0, 1.02), title=title)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, path, grid_axis="y")
 
 
 def bitflip_curve(attack: Sequence[tuple[int, float]], random: Sequence[Sequence[tuple[int, float]]],
@@ -126,11 +117,4 @@ def bitflip_curve(attack: Sequence[tuple[int, float]], random: Sequence[Sequence
     if target is not None:
         ax.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"target {target:g}")
     ax.set(xlabel="bit flips", ylabel="accuracy", ylim=(0, 1.02), title=title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, path)
