@@ -73,9 +73,9 @@ def corruption_grid(rows: dict[str, Sequence], path: str | Path, *, title: str =
                 image = images[j]
                 ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
         axrow[0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
-    fig.tight_layout(pad=0.3, rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight() if title else 1))
+    fig.tight_layout(pad=0.3, rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight() if title else 1))
     if title:
-        fig.suptitle(title, fontsize=9)
+        fig.suptitle(title, fontsize=9, y=1 - 0.1 / fig.get_figheight(), va="top")
     return _save(fig, path, dpi=100)
 
 
