@@ -180,33 +180,43 @@ class PGD(Attack):
             with torch.no_grad():
                 return adv, model(adv).argmax(1) != y
 
-        # early stop: iterate only the examples still classified correctly; `out` keeps every example's
-        # latest point, and an example leaves the working set at the first point that fools the model
+        # early stop: an example leaves the working set `a` at the first point that fools the model and
+        # `out` keeps it there. Until enough have left to be worth re-batching (a new batch shape costs
+        # kernel set-up), those that left stay in `a` with a zero step, i.e. frozen.
         out, fooled = adv, torch.zeros(len(x), dtype=torch.bool, device=x.device)
-        active = None  # None: the working set is the whole batch, in order
+        where = torch.arange(len(x), device=x.device)  # positions of the working set in the batch
         a = adv.clone(memory_format=fmt).requires_grad_(True)
         xa, ya, loa, hia = x, y, lo, hi
+        done = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         for _ in range(self.steps):
             logits, grad = self._loss_grad(model, a, ya)
-            keep = logits.argmax(1) == ya
-            if not keep.all():
-                with torch.no_grad():
-                    where = torch.arange(len(x), device=x.device) if active is None else active
-                    out[where[~keep]] = a[~keep]
-                    fooled[where[~keep]] = True
-                    active = where[keep]
-                    if not len(active):
-                        return out, fooled
-                    a = _laid_out(a.detach()[keep], fmt).requires_grad_(True)
-                    grad, xa, ya = _laid_out(grad[keep], fmt), _laid_out(xa[keep], fmt), ya[keep]
-                    loa, hia = _laid_out(loa[keep], fmt), _laid_out(hia[keep], fmt)
             with torch.no_grad():
+                new = (logits.argmax(1) != ya) & ~done
+                if PRECISIONS[self.precision] is not None and new.any():
+                    # reduced precision: only leave at a point that fools the model in fp32 too
+                    new[new.clone()] = model(a[new]).argmax(1) != ya[new]
+                done |= new
+                if done.any():
+                    if int(done.sum()) * 8 >= len(done) or bool(done.all()):
+                        out[where[done]] = a[done]
+                        fooled[where[done]] = True
+                        keep = ~done
+                        where = where[keep]
+                        if not len(where):
+                            return out, fooled
+                        a = _laid_out(a.detach()[keep], fmt).requires_grad_(True)
+                        grad, xa, ya = _laid_out(grad[keep], fmt), _laid_out(xa[keep], fmt), ya[keep]
+                        loa, hia = _laid_out(loa[keep], fmt), _laid_out(hia[keep], fmt)
+                        done = done[keep]
+                    else:
+                        grad[done] = 0
                 self.advance_(a, grad, xa, loa, hia, size, eps)
         with torch.no_grad():
-            where = slice(None) if active is None else active
             out[where] = a.detach()
+            fooled[where[done]] = True
             if need_fooled:
-                fooled[where] = model(a).argmax(1) != ya
+                rest = where[~done]
+                fooled[rest] = model(a[~done]).argmax(1) != ya[~done]
         return out, fooled
 
 
