@@ -90,25 +90,39 @@ def _write_outputs(records, out: Path, curve_title: str = "") -> list[Path]:
                     (float(eps), acc["value"], *acc["ci95"]))
     if curves:
         written.append(plots.robustness_curve(curves, out / "robustness_curve.png", title=curve_title))
+    per_corruption = {r.model: {c: (a["value"], *a["ci95"]) for c, a in r.metrics["accuracy"].items()}
+                      for r in records if r.kind == "corruption" and "accuracy" in r.metrics}
+    if per_corruption:
+        written.append(plots.corruption_accuracy(per_corruption, out / "corruption_accuracy.png",
+                                                 title="accuracy per corruption"))
     return written
 
 
 def _run(models: Sequence[str], threats: Sequence[str], args: argparse.Namespace, *, dataset: str, split: str,
          n: int | None, indices: list[int] | None, seed: int):
+    from tqdm.auto import tqdm
+
     from robench import zoo
     from robench.evaluate import evaluate
+    from robench.executors import get_executor
     from robench.store import Store
     from robench.threats import build_threat
 
     built = [build_threat(t) for t in threats]  # check every spec before any work starts
+    executor = get_executor(getattr(args, "executor", "local"), getattr(args, "address", None),
+                            getattr(args, "workers", None))
     store = Store(args.store)
     records = []
+    grid = tqdm(total=len(models) * len(built), desc="grid", unit="threat",
+                disable=not _progress(args) or len(models) < 2)  # aggregate over models; evaluate bars each threat
     for name in models:
         model = zoo.resolve(name, weights=args.weights, sha256=args.weights_sha256, data_root=args.data_root,
                             progress=_progress(args))
         records += evaluate(model, built, dataset=dataset, split=split, n=n, indices=indices,
                             data_root=args.data_root, store=store, seed=seed, device=args.device,
-                            model_name=name, progress=_progress(args))
+                            model_name=name, progress=_progress(args), executor=executor)
+        grid.update(len(built))
+    grid.close()
     return records
 
 
@@ -247,7 +261,8 @@ EXAMPLES = {
         robench run --model mnist-small-cnn --threat pgd-linf:eps=0.1|0.2|0.3 --n 1000
         robench run --model mnist-small-cnn --threat foolbox:LinfDeepFoolAttack:eps=0.1 --format json
         robench run --model mypkg.nets:make_model --weights model.safetensors --threat fgsm:eps=0.1
-        robench run bench.toml --out results/""",
+        robench run bench.toml --out results/
+        robench run bench.toml --executor ray --address HEAD:6379""",
     "corrupt": """
         robench corrupt --suite mnist-c --dataset mnist --split test --out mnist_c/
         robench corrupt --suite mnist-c --dataset mnist --split all --out mnist_c/ --preview mnist_c.png
@@ -315,6 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", help="results store (default ~/.cache/robench/results.sqlite)")
     p.add_argument("--out", help="folder for records.json, results.md, results.csv and figures")
     p.add_argument("--format", choices=["table", "json", "csv", "markdown"], default="table")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="where shards run: in this process (default) or on Ray (pip install 'robench[ray]')")
+    p.add_argument("--address", help="Ray cluster to join, e.g. HEAD:6379 (default: a local Ray instance)")
+    p.add_argument("--workers", type=int, help="Ray tasks at once (default: every CPU of the cluster)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("corrupt", parents=[common, data], formatter_class=fmt, epilog=_examples("corrupt"),
