@@ -1,0 +1,139 @@
+"""The Ray executor: same Records as a local run, resume after an interruption, failures reported with the
+other shards kept. One local Ray instance (2 CPUs) is shared by the module."""
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import robench
+from robench.errors import RobenchError
+from robench.executors import LocalExecutor, RayExecutor, get_executor
+from robench.store import Store
+from robench.threats import Threat, build_threat
+
+try:
+    import ray
+except ImportError:  # pragma: no cover - CI installs the dev extra, which includes ray
+    ray = None
+
+pytestmark = pytest.mark.skipif(ray is None, reason="needs Ray: pip install 'robench[ray]'")
+
+SPEC = "pgd-linf:eps=0.1,steps=3"
+N, SHARD = 200, 40  # 5 shards
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    # threats defined in this module travel to the workers by value (the workers cannot import tests/)
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+class Wrapped(Threat):
+    """A threat that behaves as `inner` (same canonical string, so the same store keys) except on the shard
+    whose first image is `poison`: there it raises, or kills its worker once (a marker file remembers)."""
+
+    def __init__(self, inner: Threat, poison: torch.Tensor, crash_marker: str | None = None):
+        self.inner, self.poison, self.crash_marker = inner, poison, crash_marker
+        self.spec, self.kind, self.shard_size = inner.spec, inner.kind, inner.shard_size
+
+    def evaluate_shard(self, model, x, y, generator):
+        if torch.equal(x[0].cpu(), self.poison):
+            if self.crash_marker is None:
+                raise ValueError("poisoned shard")
+            if not os.path.exists(self.crash_marker):
+                open(self.crash_marker, "w").close()
+                os._exit(1)  # the worker process dies; Ray retries the task
+        return self.inner.evaluate_shard(model, x, y, generator)
+
+    def summarize(self, outputs):
+        return self.inner.summarize(outputs)
+
+
+def _poison(shard: int) -> torch.Tensor:
+    return robench.load_dataset("mnist-5k", "test").select(n=N).x[shard * SHARD].clone()
+
+
+@pytest.fixture(scope="module")
+def local_record(embedded_model, tmp_path_factory):
+    store = tmp_path_factory.mktemp("local") / "s.sqlite"
+    return robench.evaluate(embedded_model, SPEC, dataset="mnist-5k", n=N, store=store, shard_size=SHARD,
+                            seed=3, with_outputs=True, executor=LocalExecutor())[0]
+
+
+def _same(a, b):
+    assert a.metrics == b.metrics
+    assert a.outputs.keys() == b.outputs.keys()
+    for k in a.outputs:
+        np.testing.assert_array_equal(a.outputs[k], b.outputs[k], err_msg=k)
+
+
+def test_ray_run_equals_local_run(ray_instance, embedded_model, local_record, tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    r = robench.evaluate(embedded_model, SPEC, dataset="mnist-5k", n=N, store=store, shard_size=SHARD, seed=3,
+                         with_outputs=True, executor=RayExecutor(workers=2))[0]
+    _same(r, local_record)
+    assert store.count("shards") == N // SHARD and r.provenance["shards"] == N // SHARD
+
+
+class Counting(RayExecutor):
+    def __init__(self, stop_after: int | None = None, **kw):
+        super().__init__(**kw)
+        self.sent, self.stop_after = 0, stop_after
+
+    def run(self, fn, shared, tasks):
+        tasks = list(tasks)
+        self.sent += len(tasks)
+        for i, pair in enumerate(super().run(fn, shared, tasks)):
+            if self.stop_after is not None and i == self.stop_after:
+                raise KeyboardInterrupt  # the driver is interrupted mid-way (Ctrl-C)
+            yield pair
+
+
+def test_interrupted_ray_run_resumes_with_only_the_missing_shards(ray_instance, embedded_model, local_record,
+                                                                  tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    kw = dict(dataset="mnist-5k", n=N, store=store, shard_size=SHARD, seed=3)
+    with pytest.raises(KeyboardInterrupt):
+        robench.evaluate(embedded_model, SPEC, executor=Counting(stop_after=2, workers=2), **kw)
+    done = store.count("shards")
+    assert done == 2 and store.count("records") == 0
+    again = Counting(workers=2)
+    r = robench.evaluate(embedded_model, SPEC, executor=again, with_outputs=True, **kw)[0]
+    assert again.sent == N // SHARD - done
+    _same(r, local_record)
+
+
+def test_failing_shard_is_reported_and_the_others_are_kept(ray_instance, embedded_model, local_record, tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    kw = dict(dataset="mnist-5k", n=N, store=store, shard_size=SHARD, seed=3)
+    bad = Wrapped(build_threat(SPEC), _poison(2))
+    with pytest.raises(RobenchError, match=r"1 of 5 shards failed on Ray: examples 80:120 .*ValueError: poisoned"):
+        robench.evaluate(embedded_model, bad, executor=RayExecutor(workers=2, max_retries=1), **kw)
+    assert store.count("shards") == N // SHARD - 1 and store.count("records") == 0
+    again = Counting(workers=2)
+    r = robench.evaluate(embedded_model, SPEC, executor=again, with_outputs=True, **kw)[0]
+    assert again.sent == 1
+    _same(r, local_record)
+
+
+def test_task_whose_worker_dies_is_retried(ray_instance, embedded_model, local_record, tmp_path):
+    marker = tmp_path / "crashed"
+    flaky = Wrapped(build_threat(SPEC), _poison(1), crash_marker=str(marker))
+    r = robench.evaluate(embedded_model, flaky, dataset="mnist-5k", n=N, store=tmp_path / "s.sqlite",
+                         shard_size=SHARD, seed=3, with_outputs=True, executor=RayExecutor(workers=2))[0]
+    assert marker.exists()  # the worker did die once
+    _same(r, local_record)
+
+
+def test_get_executor():
+    assert isinstance(get_executor("local"), LocalExecutor)
+    assert isinstance(get_executor("ray", workers=2), RayExecutor)
+    with pytest.raises(RobenchError, match="need --executor ray"):
+        get_executor("local", workers=2)
+    with pytest.raises(RobenchError, match="unknown executor 'dask'"):
+        get_executor("dask")
