@@ -139,7 +139,8 @@ def make_entry(spec: Spec, model: str, records: Sequence[Any], source: dict[str,
 
 
 def dump_entry(entry: dict[str, Any]) -> str:
-    return json.dumps(entry, indent=1, sort_keys=True, allow_nan=False) + "\n"
+    # key order is kept (not sorted): tables list corruptions, eps and radii in the threat's own order
+    return json.dumps(entry, indent=1, allow_nan=False) + "\n"
 
 
 def record_problem(spec: Spec, record: dict[str, Any] | None, threat: str, versions: dict[str, int] | None = None,
@@ -435,7 +436,7 @@ def details(lb: Leaderboard) -> list[tuple[str, list[str], dict[str, dict[str, A
 
 
 def provenance_rows(lb: Leaderboard) -> tuple[list[str], dict[str, dict[str, Any]]]:
-    columns = ["weights sha256", "source", "robench", "torch", "commit", "device", "computed", "CPU s"]
+    columns = ["weights sha256", "source", "robench", "torch", "commit", "device", "computed", "wall s"]
     rows = {}
     for model in table(lb)[1]:
         entry = lb.entries.get(model, {})
@@ -449,7 +450,7 @@ def provenance_rows(lb: Leaderboard) -> tuple[list[str], dict[str, dict[str, Any
                        "robench": p.get("robench"), "torch": p.get("torch"),
                        "commit": str(p.get("git_commit") or "-")[:10], "device": p.get("device"),
                        "computed": max(str(r["provenance"].get("started", ""))[:10] for r in recs),
-                       "CPU s": round(sum(float(r["provenance"].get("wall_seconds", 0)) for r in recs))}
+                       "wall s": round(sum(float(r["provenance"].get("wall_seconds", 0)) for r in recs))}
     return columns, rows
 
 
@@ -558,7 +559,7 @@ def render_readme(lb: Leaderboard, figures: dict[str, str]) -> str:
     if figures:
         lines += ["## Figures", ""] + [f"![{name}]({FIGURES}/{name})" for name in figures] + [""]
     pcols, prows = provenance_rows(lb)
-    total = sum(r["CPU s"] for r in prows.values())
+    total = sum(r["wall s"] for r in prows.values())
     lines += ["## Provenance", "", render_grid(pcols, prows, "markdown", note="").rstrip(), "",
               f"Total compute of these entries: {total} s of wall time. Verify an entry with "
               f"`robench leaderboard verify {spec.name} MODEL --n 100`.", ""]
@@ -708,8 +709,9 @@ def update(name: str | Path, *, store: Any = None, device: str | None = None, da
             rec["provenance"]["model"] = model_name
         entry = make_entry(lb.spec, model_name, [by_threat[t] for t in lb.spec.threats],
                            {"zoo": model_name})
-        atomic_write(entry_path(lb.folder, model_name), dump_entry(entry))
-        lb.entries[model_name] = entry
+        text = dump_entry(entry)
+        atomic_write(entry_path(lb.folder, model_name), text)
+        lb.entries[model_name] = json.loads(text)  # render exactly what `check` will read back
     for path in lb.render_to_disk():
         log(f"wrote {path}")
     return lb

@@ -3,7 +3,6 @@ plain text, Markdown, CSV or JSON."""
 from __future__ import annotations
 
 import csv
-import html
 import io
 import json
 from typing import Any, Iterable, Sequence
@@ -103,7 +102,9 @@ def render_grid(columns: Sequence[str], rows: dict[str, dict[str, Any]], fmt: st
         note = "Accuracy in %, with the 95% Clopper-Pearson interval in brackets."
     if fmt == "markdown":
         def cell(text: str) -> str:
-            return html.escape(str(text), quote=False).replace("|", "\\|").replace("\n", " ")
+            # markup in a name shows as text; '|' would split the cell
+            text = str(text).replace("&", "&amp;").replace("<", "&lt;")
+            return text.replace("|", "\\|").replace("\n", " ")
         lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(map(cell, cells)) + " |" for cells in body]
         return "\n".join(lines) + (f"\n\n{note}\n" if note else "\n")

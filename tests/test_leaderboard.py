@@ -268,3 +268,20 @@ def test_page_sorts_in_headless_chromium(board):
         assert "img" not in parser.tags_in_cells
     dom = _dump_dom(board / "index.html", "?sort=0&dir=asc")
     assert 'aria-sort="ascending"' in dom
+
+
+def test_package_data_ships_every_leaderboard_file():
+    """setup.cfg's package_data globs cover every committed leaderboard file (the wheel test builds it)."""
+    import configparser
+    import fnmatch
+
+    root = Path(__file__).resolve().parent.parent
+    cfg = configparser.ConfigParser()
+    cfg.read(root / "setup.cfg")
+    globs = cfg["options.package_data"]["robench.leaderboards"].split()
+    folder = root / "leaderboards"
+    files = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()
+             and p.suffix in (".toml", ".json", ".md", ".html", ".svg")]
+    assert files
+    for rel in files:
+        assert any(fnmatch.fnmatch(rel, g) and rel.count("/") == g.count("/") for g in globs), rel
