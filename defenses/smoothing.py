@@ -6,7 +6,6 @@ Gaussian training. Clipping is a fixed function of the noisy input, so the L2 ce
 """
 from __future__ import annotations
 
-import csv
 import json
 import time
 from pathlib import Path
@@ -170,37 +169,45 @@ def certify(model: nn.Module, x: torch.Tensor, y: torch.Tensor, out: str | Path,
             radii: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0), seed: int = 0,
             label: str = "") -> dict[str, Any]:
     """Certify `model` smoothed with `sigma` on images `x` (N, C, H, W) in [0, 1] with labels `y` (N,)
-    and write, for ``out = path/name.tsv``: the per-example table `out` (tab-separated idx, label,
-    predict, radius, correct, time, as the original tool), ``name_certified.tsv`` (radius, certified
-    accuracy with its 95% interval and n), ``name_certified.png`` (certified accuracy against radius)
-    and ``name_summary.json`` (the threat's metrics with the ACR). Returns the summary, with the paths."""
-    from robench.plots import certified_accuracy_curve
-
+    and write the files of `write_certification`. (`robench certify` does the same through the results
+    store, so that a killed run resumes.) Returns the summary, with the paths."""
     threat = SmoothingThreat(sigma=sigma, n0=n0, n=n, alpha=alpha, radii=tuple(radii), batch=batch,
                              precision=precision)
+    threat.spec = ThreatSpec("smoothing", {"sigma": sigma, "n0": n0, "n": n, "alpha": alpha, "radii": threat.radii,
+                                           "batch": batch, "precision": precision})
     outputs = threat.evaluate_shard(model, x, y, torch.Generator(device=x.device).manual_seed(seed))
+    idx = np.arange(len(y)) if indices is None else np.asarray(indices)
+    summary = write_certification(threat, outputs, idx, out, label=label)
+    summary["seed"] = seed
+    return summary
+
+
+def write_certification(threat: SmoothingThreat, outputs: Outputs, indices: Sequence[int], out: str | Path, *,
+                        label: str = "") -> dict[str, Any]:
+    """For ``out = path/name.tsv`` write: the per-example table `out` (tab-separated idx, label, predict,
+    radius, correct, time, as the original tool), ``name_certified.tsv`` (radius, certified accuracy with
+    its 95% interval and n), ``name_certified.png`` (certified accuracy against radius) and
+    ``name_summary.json`` (the threat's metrics with the ACR). Returns the summary, with the paths."""
+    from robench.files import atomic_write
+    from robench.plots import certified_accuracy_curve
+
     summary = threat.summarize(outputs)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    idx = np.arange(len(y)) if indices is None else np.asarray(indices)
-    with out.open("w", newline="") as f:
-        w = csv.writer(f, delimiter="\t", lineterminator="\n")
-        w.writerow(["idx", "label", "predict", "radius", "correct", "time"])
-        for i, lab, p, r, c, t in zip(idx, outputs["label"], outputs["predict"], outputs["radius"],
-                                      outputs["correct"], outputs["time"]):
-            w.writerow([int(i), int(lab), int(p), f"{r:.3f}", int(c), f"{t:.4f}"])
+    rows = [["idx", "label", "predict", "radius", "correct", "time"]]
+    rows += [[int(i), int(lab), int(p), f"{r:.3f}", int(c), f"{t:.4f}"]
+             for i, lab, p, r, c, t in zip(indices, outputs["label"], outputs["predict"], outputs["radius"],
+                                           outputs["correct"], outputs["time"])]
+    atomic_write(out, "".join("\t".join(map(str, row)) + "\n" for row in rows))
     stem = out.with_suffix("")
     table = Path(f"{stem}_certified.tsv")
-    with table.open("w", newline="") as f:
-        w = csv.writer(f, delimiter="\t", lineterminator="\n")
-        w.writerow(["radius", "certified_accuracy", "ci95_low", "ci95_high", "n"])
-        for r, acc in summary["certified_accuracy"].items():
-            w.writerow([r, f"{acc['value']:.4f}", f"{acc['ci95'][0]:.4f}", f"{acc['ci95'][1]:.4f}", acc["n"]])
-    png = certified_accuracy_curve({label or f"sigma={sigma}": (outputs["radius"], outputs["correct"])},
+    lines = [["radius", "certified_accuracy", "ci95_low", "ci95_high", "n"]]
+    lines += [[r, f"{a['value']:.4f}", f"{a['ci95'][0]:.4f}", f"{a['ci95'][1]:.4f}", a["n"]]
+              for r, a in summary["certified_accuracy"].items()]
+    atomic_write(table, "".join("\t".join(map(str, line)) + "\n" for line in lines))
+    png = certified_accuracy_curve({label or f"sigma={threat.sigma}": (outputs["radius"], outputs["correct"])},
                                    f"{stem}_certified.png",
-                                   title=f"sigma={sigma}, n0={n0}, n={n}, alpha={alpha}, {precision}")
-    spec = ThreatSpec("smoothing", {"sigma": sigma, "n0": n0, "n": n, "alpha": alpha, "radii": threat.radii,
-                                    "batch": batch, "precision": precision})
-    summary.update(threat=str(spec), seed=seed, files={"examples": str(out), "table": str(table), "plot": str(png)})
-    Path(f"{stem}_summary.json").write_text(json.dumps(summary, indent=2))
+                                   title=f"sigma={threat.sigma}, n0={threat.n0}, n={threat.n}, alpha={threat.alpha}, "
+                                         f"{threat.precision}")
+    summary.update(threat=threat.canonical, files={"examples": str(out), "table": str(table), "plot": str(png)})
+    atomic_write(Path(f"{stem}_summary.json"), json.dumps(summary, indent=2))
     return summary

@@ -249,6 +249,31 @@ def cmd_corrupt(args: argparse.Namespace) -> None:
         print(f"wrote {preview(args.preview, args.suite, args.dataset, 'test' if args.split == 'all' else args.split, data_root=args.data_root, seed=args.seed)}")
 
 
+def cmd_certify(args: argparse.Namespace) -> None:
+    from robench import zoo
+    from robench.defenses.smoothing import write_certification
+    from robench.evaluate import evaluate
+    from robench.spec import format_value
+    from robench.threats import build_threat
+
+    threat = build_threat(f"smoothing:sigma={args.sigma},n0={args.n0},n={args.n},alpha={args.alpha},"
+                          f"batch={args.batch},precision={args.precision},radii={format_value(tuple(args.radii))}")
+    model = zoo.resolve(args.model, weights=args.weights, sha256=args.weights_sha256, data_root=args.data_root,
+                        progress=_progress(args))
+    record, = evaluate(model, threat, dataset=args.dataset, split=args.split, n=args.n_examples,
+                       data_root=args.data_root, store=args.store, seed=args.seed, device=args.device,
+                       model_name=args.model, progress=_progress(args), with_outputs=True)
+    summary = write_certification(threat, record.outputs, range(record.n), args.out, label=args.model)
+    print(f"{args.model}, {threat.canonical}, {record.n} examples of {args.dataset} {args.split}:")
+    for radius, acc in summary["certified_accuracy"].items():
+        print(f"  certified accuracy at r = {radius}: {100 * acc['value']:.1f}% "
+              f"[{100 * acc['ci95'][0]:.1f}, {100 * acc['ci95'][1]:.1f}]")
+    print(f"  average certified radius {summary['average_certified_radius']:.3f}, abstained "
+          f"{100 * summary['abstention_rate']['value']:.1f}%")
+    for path in summary["files"].values():
+        print(f"wrote {path}")
+
+
 EXAMPLES = {
     "list": """
         robench list attacks
@@ -267,6 +292,10 @@ EXAMPLES = {
         robench corrupt --suite mnist-c --dataset mnist --split test --out mnist_c/
         robench corrupt --suite mnist-c --dataset mnist --split all --out mnist_c/ --preview mnist_c.png
         robench corrupt --suite fog --dataset fashion-mnist --split test --out fog/""",
+    "certify": """
+        robench certify --model mnist-gaussian-0.25 --sigma 0.25 --n0 100 --n 100000 --alpha 0.001 \\
+            --n-examples 500 --out certify/mnist-gaussian-0.25.tsv
+        robench certify --model mnist-gaussian-0.25 --sigma 0.25 --n 10000 --precision bf16 --out bf16.tsv""",
     "quickstart": """
         robench quickstart
         robench quickstart --out /tmp/qs --n 200""",
@@ -345,6 +374,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preview", help="also draw a grid of examples per corruption to this PNG")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_corrupt)
+
+    p = sub.add_parser("certify", parents=[common, data], formatter_class=fmt, epilog=_examples("certify"),
+                       help="randomized smoothing: certify L2 robustness (CERTIFY of Cohen et al. 2019)")
+    p.add_argument("--model", required=True, help="zoo name (e.g. mnist-gaussian-0.25) or package.module:callable")
+    p.add_argument("--weights", help="weights for a package.module:callable model")
+    p.add_argument("--weights-sha256", help="expected sha256 of --weights")
+    p.add_argument("--sigma", type=float, default=0.25, help="noise level (default 0.25)")
+    p.add_argument("--n0", type=int, default=100, help="noise draws to pick the class (default 100)")
+    p.add_argument("--n", type=int, default=100_000, help="noise draws to bound its probability (default 100000)")
+    p.add_argument("--alpha", type=float, default=0.001, help="failure probability (default 0.001)")
+    p.add_argument("--batch", type=int, default=1000, help="noisy copies per forward pass (default 1000)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--radii", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0],
+                   help="radii for the certified accuracy table")
+    p.add_argument("--n-examples", type=int, default=500, help="first N test points (default 500)")
+    p.add_argument("--dataset", default="mnist")
+    p.add_argument("--split", choices=["train", "test"], default="test")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--store", help="results store (default ~/.cache/robench/results.sqlite)")
+    p.add_argument("--out", required=True, help="per-example TSV; _certified.tsv/.png and _summary.json go beside it")
+    p.set_defaults(func=cmd_certify)
 
     p = sub.add_parser("quickstart", parents=[common, data], formatter_class=fmt, epilog=_examples("quickstart"),
                        help="offline demo: train small models on the embedded digits and attack them")

@@ -134,3 +134,23 @@ def test_corrupt_writes_the_mnist_c_layout(capsys, tmp_path):
     assert np.array_equal(labels, clean.labels.numpy())
     assert np.array_equal(images[:, :, :7, 0], 255 - clean.images.numpy()[:, 0, :, :7])  # stripe inverts columns 0-6
     assert (tmp_path / "p.png").stat().st_size > 5_000
+
+
+def test_certify_writes_the_tables_and_resumes_from_the_store(capsys, tmp_path, embedded_model):
+    argv = ["certify", "--model", "mnist5k-small-cnn", "--dataset", "mnist-5k", "--sigma", "0.25", "--n0", "20",
+            "--n", "200", "--n-examples", "12", "--out", str(tmp_path / "c.tsv"), "--store", str(tmp_path / "s.sqlite"),
+            "--quiet"]
+    code, out, _ = run(capsys, *argv)
+    assert code == 0 and "certified accuracy at r = 0.5" in out
+    rows = (tmp_path / "c.tsv").read_text().splitlines()
+    assert rows[0].split("\t") == ["idx", "label", "predict", "radius", "correct", "time"] and len(rows) == 13
+    from scipy.stats import norm
+
+    bound = 0.25 * norm.ppf(0.001 ** (1 / 200))
+    assert all(float(r.split("\t")[3]) <= bound + 1e-9 for r in rows[1:])
+    assert (tmp_path / "c_certified.png").is_file() and (tmp_path / "c_summary.json").is_file()
+    first = (tmp_path / "c.tsv").read_text()
+    (tmp_path / "c.tsv").unlink()
+    assert run(capsys, *argv)[0] == 0  # served from the store: same certificates
+    strip = lambda text: [line.rsplit("\t", 1)[0] for line in text.splitlines()]  # noqa: E731 (time differs)
+    assert strip((tmp_path / "c.tsv").read_text()) == strip(first)
