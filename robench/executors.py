@@ -54,6 +54,16 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(err).__name__}: {lines[0] if lines else ''}"
 
 
+def _owned(result: Any) -> Any:
+    """Arrays that ray.get returns are read-only views of Ray's object store (gone after ray.shutdown);
+    copy those of a result dict so that Records and the store hold ordinary arrays."""
+    if isinstance(result, dict):
+        import numpy as np
+
+        return {k: np.array(v) if isinstance(v, np.ndarray) else v for k, v in result.items()}
+    return result
+
+
 class RayExecutor:
     """Runs each task as one Ray task (1 CPU, 1 torch thread) on a local Ray instance or a cluster.
 
@@ -131,7 +141,7 @@ class RayExecutor:
                 except Exception as exc:  # RayTaskError, WorkerCrashedError after the retries, ...
                     failed.append((task, _error_text(exc)))
                     continue
-                yield task, result
+                yield task, _owned(result)
         finally:
             for ref in running:  # interrupted (the driver stopped iterating): stop what is still running
                 ray.cancel(ref, force=True)

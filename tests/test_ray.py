@@ -1,5 +1,6 @@
 """The Ray executor: same Records as a local run, resume after an interruption, failures reported with the
 other shards kept. One local Ray instance (2 CPUs) is shared by the module."""
+import json
 import os
 import sys
 
@@ -58,11 +59,24 @@ def _poison(shard: int) -> torch.Tensor:
     return robench.load_dataset("mnist-5k", "test").select(n=N).x[shard * SHARD].clone()
 
 
+class one_thread:
+    """Run in-process with one torch thread, as a Ray task does: CPU kernels reduce in an order that depends
+    on the thread count, so float metrics (NLL, norms) agree bit for bit only at the same count."""
+
+    def __enter__(self):
+        self.threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.threads)
+
+
 @pytest.fixture(scope="module")
 def local_record(embedded_model, tmp_path_factory):
     store = tmp_path_factory.mktemp("local") / "s.sqlite"
-    return robench.evaluate(embedded_model, SPEC, dataset="mnist-5k", n=N, store=store, shard_size=SHARD,
-                            seed=3, with_outputs=True, executor=LocalExecutor())[0]
+    with one_thread():
+        return robench.evaluate(embedded_model, SPEC, dataset="mnist-5k", n=N, store=store, shard_size=SHARD,
+                                seed=3, with_outputs=True, executor=LocalExecutor())[0]
 
 
 def _same(a, b):
@@ -137,3 +151,29 @@ def test_get_executor():
         get_executor("local", workers=2)
     with pytest.raises(RobenchError, match="unknown executor 'dask'"):
         get_executor("dask")
+
+
+def test_without_ray_the_error_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(RobenchError, match=r"pip install 'robench\[ray\]'"):
+        get_executor("ray")
+
+
+def test_cli_run_on_ray(ray_instance, embedded_model, tmp_path, capsys):
+    from robench.cli import main
+
+    def argv(store, *extra):
+        return ["run", "--model", "mnist5k-small-cnn", "--threat", "clean", "--dataset", "mnist-5k", "--n", "60",
+                "--store", str(tmp_path / store), "--format", "json", "--quiet", *extra]
+
+    def metrics(out):
+        return [r["metrics"] for r in json.loads(out)]
+
+    assert main(argv("ray.sqlite", "--executor", "ray", "--workers", "2")) == 0
+    on_ray = metrics(capsys.readouterr().out)
+    assert Store(tmp_path / "ray.sqlite").count("shards") == 1
+    with one_thread():
+        assert main(argv("local.sqlite")) == 0
+    assert metrics(capsys.readouterr().out) == on_ray
+    assert main(argv("other.sqlite", "--workers", "2")) == 2
+    assert "need --executor ray" in capsys.readouterr().err
