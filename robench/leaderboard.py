@@ -460,6 +460,18 @@ _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#
             "#7f7f7f", "#bcbd22")
 
 
+def _ticks(values: list[float], most: int = 8) -> list[float]:
+    """The x values themselves when few, else about `most` round numbers spanning them."""
+    if len(values) <= most:
+        return values
+    lo, hi = values[0], values[-1]
+    raw = (hi - lo) / (most - 1)
+    step = 10 ** math.floor(math.log10(raw))
+    step = next(m * step for m in (1, 2, 2.5, 5, 10) if m * step >= raw)
+    first = math.ceil(lo / step) * step
+    return [round(first + i * step, 10) for i in range(int((hi - first) / step + 1e-9) + 1)]
+
+
 def svg_curves(curves: dict[str, list[tuple[float, float]]], *, title: str, xlabel: str,
                ylabel: str = "accuracy", ymax: float = 1.0) -> str:
     """A small deterministic SVG line chart: one line per name through its (x, y) points; all text escaped."""
@@ -483,7 +495,7 @@ def svg_curves(curves: dict[str, list[tuple[float, float]]], *, title: str, xlab
         y = ymax * i / 5
         parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{py(y):.1f}" y2="{py(y):.1f}" stroke="#ddd"/>')
         parts.append(f'<text x="{left - 6}" y="{py(y) + 4:.1f}" text-anchor="end">{y:g}</text>')
-    for x in sorted(set(xs)):
+    for x in _ticks(sorted(set(xs))):
         parts.append(f'<text x="{px(x):.1f}" y="{top + ph + 15}" text-anchor="middle">{x:g}</text>')
     parts.append(f'<text x="{left + pw / 2:.1f}" y="{h - 6}" text-anchor="middle">{e(xlabel)}</text>')
     parts.append(f'<text x="12" y="{top + ph / 2:.1f}" text-anchor="middle" '
