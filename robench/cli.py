@@ -153,7 +153,10 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 QUICKSTART_MODELS = ("mnist5k-small-cnn", "mnist5k-mlp")
-QUICKSTART_THREATS = ("clean", "pgd-linf:eps=0.05|0.1|0.15|0.2|0.3,steps=20,rel_step=0.1")
+QUICKSTART_THREATS = ("clean", "pgd-linf:eps=0.05|0.1|0.15|0.2|0.3,steps=20,rel_step=0.1", "mnist-c",
+                      "bitflip:dataset=mnist-5k,flips=20")
+#: certification costs n0 + n forward passes per example, so the quickstart certifies fewer points
+QUICKSTART_CERTIFY = ("smoothing:sigma=0.25,n0=50,n=500,radii=0.0|0.25|0.5", 100)
 
 
 def cmd_quickstart(args: argparse.Namespace) -> None:
@@ -161,9 +164,13 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
 
     start = time.perf_counter()
     print(f"robench quickstart: {', '.join(QUICKSTART_MODELS)} on the embedded MNIST digits (mnist-5k, "
-          f"first {args.n} test points), offline.", file=sys.stderr)
+          f"first {args.n} test points; {min(QUICKSTART_CERTIFY[1], args.n)} for certification), offline.",
+          file=sys.stderr)
     records = _run(QUICKSTART_MODELS, QUICKSTART_THREATS, args, dataset="mnist-5k", split="test", n=args.n,
                    indices=None, seed=0)
+    certify, n_certify = QUICKSTART_CERTIFY
+    records += _run(QUICKSTART_MODELS, [certify], args, dataset="mnist-5k", split="test",
+                    n=min(n_certify, args.n), indices=None, seed=0)
     print(tables.render(records, "table"), end="")
     for path in _write_outputs(records, Path(args.out), "PGD Linf on mnist-5k"):
         print(f"wrote {path}")

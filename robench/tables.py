@@ -18,16 +18,27 @@ def is_accuracy(value: Any) -> bool:
     return isinstance(value, dict) and {"value", "n", "ci95"} <= set(value)
 
 
-def headline(record: Record) -> dict[str, Any]:
+#: the numbers (beside accuracies) a headline table keeps; the rest are details
+HEADLINE_SCALARS = {"mean_accuracy", "relative_drop", "average_certified_radius", "flips_to_target"}
+
+
+def headline(record: Record, detail: bool = True) -> dict[str, Any]:
     """Column title -> accuracy dict or number: clean accuracy, every accuracy in the metrics, and
-    top-level scalars; nested non-accuracy details (calibration, norms) stay in the JSON."""
+    top-level scalars; nested non-accuracy details (calibration, norms) stay in the JSON. Without
+    `detail`, a corruption suite shows its mean accuracy only, not one column per corruption, and only
+    the HEADLINE_SCALARS among the numbers."""
     name = ThreatSpec.parse(record.threat).name
     columns: dict[str, Any] = {}
     for key, value in record.metrics.items():
         if key == "clean_accuracy":
             columns["clean"] = value
         elif is_accuracy(value) or isinstance(value, (int, float)) and not isinstance(value, bool):
+            if detail or is_accuracy(value) or key in HEADLINE_SCALARS:
+                columns[f"{name} {key}"] = value
+        elif value is None and key in HEADLINE_SCALARS:
             columns[f"{name} {key}"] = value
+        elif key == "accuracy" and "mean_accuracy" in record.metrics and not detail:
+            continue
         elif isinstance(value, dict):
             for sub, inner in value.items():
                 if is_accuracy(inner):
@@ -48,12 +59,12 @@ def format_cell(value: Any, interval: bool = True) -> str:
     return str(value)
 
 
-def grid(records: Iterable[Record]) -> tuple[list[str], dict[str, dict[str, Any]]]:
+def grid(records: Iterable[Record], detail: bool = True) -> tuple[list[str], dict[str, dict[str, Any]]]:
     """Column titles (in first-seen order) and model -> column -> value."""
     columns: list[str] = []
     rows: dict[str, dict[str, Any]] = {}
     for record in records:
-        for title, value in headline(record).items():
+        for title, value in headline(record, detail).items():
             if title not in columns:
                 columns.append(title)
             rows.setdefault(record.model, {}).setdefault(title, value)
@@ -64,10 +75,11 @@ def grid(records: Iterable[Record]) -> tuple[list[str], dict[str, dict[str, Any]
 
 
 def render(records: Sequence[Record], fmt: str = "table") -> str:
-    """`fmt`: "table" (aligned text), "markdown", "csv", "latex" or "json" (the full Records)."""
+    """`fmt`: "table" (aligned text, headline columns only), "markdown", "csv", "latex" or "json" (the
+    full Records)."""
     if fmt == "json":
         return json.dumps([r.to_dict() for r in records], indent=2)
-    columns, rows = grid(records)
+    columns, rows = grid(records, detail=fmt != "table")
     return render_grid(columns, rows, fmt)
 
 
