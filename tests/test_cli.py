@@ -108,7 +108,7 @@ def test_debug_shows_the_traceback(capsys):
 
 
 def test_quickstart_end_to_end(capsys, tmp_path, embedded_model):
-    code, out, _ = run(capsys, "quickstart", "--out", str(tmp_path / "qs"), "--n", "100", "--quiet",
+    code, out, _ = run(capsys, "quickstart", "--out", str(tmp_path / "qs"), "--n", "50", "--quiet",
                        "--store", str(tmp_path / "s.sqlite"))
     assert code == 0
     lines = out.splitlines()
