@@ -23,7 +23,7 @@ from robench.registry import MODELS
 from robench.training import Recipe, train
 
 #: bump when the training loop changes what it produces: every cached entry is then retrained
-TRAINING_VERSION = 1
+TRAINING_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,9 @@ class ModelEntry:
 
     def train(self, *, data_root: str | None = None, device: str = "cpu", progress: bool = True) -> nn.Module:
         """Train from the recipe, cache the weights with their sha256, and return the model."""
-        model = self.build()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.recipe.seed)  # the initial weights are part of the recipe
+            model = self.build()
         data = load_dataset(self.dataset, "train", data_root)
         summary = train(model, data, self.recipe, device=device, progress=progress)
         model.cpu()

@@ -72,3 +72,14 @@ def test_checkpoints_never_unpickle_arbitrary_objects(tmp_path):
         pickle.dump({"state_dict": Payload()}, f)
     with pytest.raises(RobenchError, match="cannot read weights"):
         load_weights(path)
+
+
+def test_training_is_reproducible_whatever_the_global_rng_state(tmp_path, monkeypatch):
+    from robench.evaluate import model_fingerprint
+
+    monkeypatch.setenv("ROBENCH_CACHE", str(tmp_path))
+    entry = ModelEntry("tiny", "mnist-5k", "mlp", Recipe(epochs=1, batch_size=256))
+    torch.rand(3)
+    first = model_fingerprint(entry.train(progress=False))
+    torch.rand(5)
+    assert model_fingerprint(entry.train(progress=False)) == first
