@@ -15,18 +15,13 @@ import hashlib
 import html
 import json
 import math
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 from robench.errors import RobenchError
+from robench.spec import read_toml
 from robench.tables import format_cell, is_accuracy, render_grid
 
 #: the entry file format; bump when its layout changes
@@ -79,16 +74,7 @@ class Spec:
     @classmethod
     def load(cls, path: str | Path) -> "Spec":
         path = Path(path)
-        try:
-            raw = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise RobenchError(f"leaderboard spec {path} does not exist.") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise RobenchError(f"{path} is not valid TOML: {exc}") from None
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise RobenchError(f"{path}: unknown keys {unknown}; valid keys are {sorted(known)}.")
+        raw = read_toml(path, "leaderboard spec", cls.__dataclass_fields__)
         missing = sorted({"name", "title", "dataset", "split", "n", "threats", "models"} - set(raw))
         if missing:
             raise RobenchError(f"{path}: missing keys {missing}.")

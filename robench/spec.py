@@ -10,7 +10,7 @@ import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -101,21 +101,11 @@ class Benchmark:
 
     @classmethod
     def load(cls, path: str | Path) -> "Benchmark":
-        path = Path(path)
-        try:
-            raw = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise RobenchError(f"benchmark file {path} does not exist.") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise RobenchError(f"benchmark file {path} is not valid TOML: {exc}") from None
-        return cls.from_dict(raw, source=str(path))
+        return cls.from_dict(read_toml(path, "benchmark file", cls.__dataclass_fields__), source=str(path))
 
     @classmethod
     def from_dict(cls, raw: dict, source: str = "benchmark") -> "Benchmark":
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise RobenchError(f"{source}: unknown keys {unknown}; valid keys are {sorted(known)}.")
+        check_keys(raw, cls.__dataclass_fields__, source)
         for key in ("models", "threats"):
             value = raw.get(key)
             if isinstance(value, str):
@@ -123,6 +113,25 @@ class Benchmark:
             elif not value or not all(isinstance(v, str) for v in raw[key]):
                 raise RobenchError(f"{source}: {key!r} must be a non-empty list of strings.")
         return cls(**raw)
+
+
+def check_keys(raw: dict, known: Iterable[str], source: str) -> None:
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise RobenchError(f"{source}: unknown keys {unknown}; valid keys are {sorted(known)}.")
+
+
+def read_toml(path: str | Path, what: str, known: Iterable[str]) -> dict:
+    """The table in TOML file `path` (a `what`, for messages), whose keys must be among `known`."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise RobenchError(f"{what} {path} does not exist.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise RobenchError(f"{what} {path} is not valid TOML: {exc}") from None
+    check_keys(raw, known, str(path))
+    return raw
 
 
 def as_tuple(value: Value | Sequence[Value]) -> tuple:
