@@ -55,10 +55,14 @@ def test_bad_inputs(x, y, message):
 
 def test_fgsm_matches_foolbox_exactly(embedded_model, embedded_test):
     data = embedded_test.select(n=200)
-    ours = FGSM()(embedded_model, data.x, data.y, eps=0.1).adversarial
     fmodel = foolbox.PyTorchModel(embedded_model, bounds=(0, 1))
     _, theirs, _ = foolbox.attacks.FGSM()(fmodel, data.x, data.y, epsilons=0.1)
-    assert torch.allclose(ours, theirs, atol=1e-6)
+    same_arithmetic = FGSM()
+    same_arithmetic.memory_format = "contiguous"  # the layout foolbox computes in
+    assert torch.allclose(same_arithmetic(embedded_model, data.x, data.y, eps=0.1).adversarial, theirs, atol=1e-6)
+    # the default channels_last layout sums in another order: only pixels whose gradient is ~0 may differ
+    ours = FGSM()(embedded_model, data.x, data.y, eps=0.1).adversarial
+    assert float(((ours - theirs).abs() > 1e-6).float().mean()) < 1e-3
 
 
 def _robust(spec, model, data, seed=0):
