@@ -205,10 +205,10 @@ def cmd_leaderboard_verify(args: argparse.Namespace) -> None:
     from robench import leaderboard, zoo
     from robench.tables import format_cell
 
-    loader = None
-    if args.model_target:
-        def loader(_name: str):
-            return zoo.resolve(args.model_target, weights=args.weights, sha256=args.weights_sha256)
+    def submitted_model(_name: str):
+        return zoo.resolve(args.model_target, weights=args.weights, sha256=args.weights_sha256)
+
+    loader = submitted_model if args.model_target else None
     verdicts, indices, seed = leaderboard.verify(args.name, args.model, n=args.n, seed=args.seed,
                                                  device=args.device, data_root=args.data_root, loader=loader,
                                                  progress=_progress(args))
@@ -326,6 +326,11 @@ def build_parser() -> argparse.ArgumentParser:
     data = argparse.ArgumentParser(add_help=False)
     data.add_argument("--data-root", help="folder with the datasets (default: $ROBENCH_DATA or ~/.cache/robench/data)")
     data.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    store = argparse.ArgumentParser(add_help=False)
+    store.add_argument("--store", help="results store (default ~/.cache/robench/results.sqlite)")
+    weights = argparse.ArgumentParser(add_help=False)
+    weights.add_argument("--weights", help="weights of a package.module:callable model (safetensors or .pt)")
+    weights.add_argument("--weights-sha256", help="expected sha256 of --weights")
     fmt = argparse.RawDescriptionHelpFormatter
 
     parser = argparse.ArgumentParser(prog="robench", formatter_class=fmt, parents=[common],
@@ -351,19 +356,16 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--force", action="store_true", help="retrain even if cached")
     z.set_defaults(func=cmd_zoo_train)
 
-    p = sub.add_parser("run", parents=[common, data], formatter_class=fmt, epilog=_examples("run"),
+    p = sub.add_parser("run", parents=[common, data, store, weights], formatter_class=fmt, epilog=_examples("run"),
                        help="evaluate models under threats")
     p.add_argument("spec", nargs="?", help="benchmark file (TOML: models, threats, dataset, split, n, seed)")
     p.add_argument("--model", action="append", help="zoo name or package.module:callable (repeatable)")
-    p.add_argument("--weights", help="weights for a package.module:callable model (safetensors or .pt)")
-    p.add_argument("--weights-sha256", help="expected sha256 of --weights")
     p.add_argument("--threat", action="append", help="threat spec, e.g. pgd-linf:eps=0.1|0.3,steps=40 (repeatable)")
     p.add_argument("--dataset", help="dataset name (robench list datasets; default mnist)")
     p.add_argument("--split", choices=["train", "test"], help="default test")
     p.add_argument("--n", type=int, help="evaluate the first N examples")
     p.add_argument("--indices", help="explicit example indices, e.g. 0,5,9 or 0:100")
     p.add_argument("--seed", type=int)
-    p.add_argument("--store", help="results store (default ~/.cache/robench/results.sqlite)")
     p.add_argument("--out", help="folder for records.json, results.md, results.csv and figures")
     p.add_argument("--format", choices=["table", "json", "csv", "markdown"], default="table")
     p.add_argument("--executor", choices=["local", "ray"], default="local",
@@ -382,11 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_corrupt)
 
-    p = sub.add_parser("certify", parents=[common, data], formatter_class=fmt, epilog=_examples("certify"),
+    p = sub.add_parser("certify", parents=[common, data, store, weights], formatter_class=fmt, epilog=_examples("certify"),
                        help="randomized smoothing: certify L2 robustness (CERTIFY of Cohen et al. 2019)")
     p.add_argument("--model", required=True, help="zoo name (e.g. mnist-gaussian-0.25) or package.module:callable")
-    p.add_argument("--weights", help="weights for a package.module:callable model")
-    p.add_argument("--weights-sha256", help="expected sha256 of --weights")
     p.add_argument("--sigma", type=float, default=0.25, help="noise level (default 0.25)")
     p.add_argument("--n0", type=int, default=100, help="noise draws to pick the class (default 100)")
     p.add_argument("--n", type=int, default=100_000, help="noise draws to bound its probability (default 100000)")
@@ -399,48 +399,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--split", choices=["train", "test"], default="test")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--store", help="results store (default ~/.cache/robench/results.sqlite)")
     p.add_argument("--out", required=True, help="per-example TSV; _certified.tsv/.png and _summary.json go beside it")
     p.set_defaults(func=cmd_certify)
 
-    p = sub.add_parser("quickstart", parents=[common, data], formatter_class=fmt, epilog=_examples("quickstart"),
+    p = sub.add_parser("quickstart", parents=[common, data, store], formatter_class=fmt, epilog=_examples("quickstart"),
                        help="offline demo: train small models on the embedded digits and attack them")
     p.add_argument("--out", default="robench-out/quickstart", help="output folder (default robench-out/quickstart)")
     p.add_argument("--n", type=int, default=500, help="test points (default 500)")
-    p.add_argument("--store", help="results store (default ~/.cache/robench/results.sqlite)")
     p.set_defaults(func=cmd_quickstart, weights=None, weights_sha256=None)
     p = sub.add_parser("leaderboard", parents=[common], formatter_class=fmt, epilog=_examples("leaderboard"),
                        help="update, check, verify, submit to or show the leaderboards")
     lsub = p.add_subparsers(dest="leaderboard_command", required=True, metavar="ACTION")
-    lb = lsub.add_parser("update", parents=[common, data],
+    lb = lsub.add_parser("update", parents=[common, data, store],
                          help="compute missing or stale entries through the results store and re-render")
     lb.add_argument("name", nargs="?", help="leaderboard name or folder (default: all shipped leaderboards)")
     lb.add_argument("--model", action="append", help="only this model of the spec (repeatable)")
-    lb.add_argument("--store", help="results store (default ~/.cache/robench/results.sqlite)")
     lb.set_defaults(func=cmd_leaderboard_update)
     lb = lsub.add_parser("check", parents=[common],
                          help="fail if a rendered file differs from its entries or an entry from the spec (fast)")
     lb.add_argument("names", nargs="*", metavar="NAME", help="leaderboard names or folders (default: all)")
     lb.set_defaults(func=cmd_leaderboard_check)
-    lb = lsub.add_parser("verify", parents=[common, data],
+    lb = lsub.add_parser("verify", parents=[common, data, weights],
                          help="recompute a random sample of an entry and compare with its intervals")
     lb.add_argument("name", help="leaderboard name or folder")
     lb.add_argument("model", help="the entry's model name")
     lb.add_argument("--n", type=int, default=100, help="examples to recompute (default 100)")
     lb.add_argument("--seed", type=int, help="seed of the sample (default: random, printed)")
     lb.add_argument("--model-target", default="", help="package.module:callable of a submitted entry's model")
-    lb.add_argument("--weights", help="weights of a submitted entry's model")
-    lb.add_argument("--weights-sha256", help="expected sha256 of --weights")
     lb.set_defaults(func=cmd_leaderboard_verify)
-    lb = lsub.add_parser("submit", parents=[common, data],
+    lb = lsub.add_parser("submit", parents=[common, data, store, weights],
                          help="evaluate your model under a leaderboard's exact protocol and write an entry file")
     lb.add_argument("name", help="leaderboard name or folder")
     lb.add_argument("--model", required=True, help="package.module:callable returning an nn.Module")
-    lb.add_argument("--weights", help="weights file (safetensors or weights-only .pt)")
-    lb.add_argument("--weights-sha256", help="expected sha256 of --weights")
     lb.add_argument("--as", dest="as_name", help="the model's name on the leaderboard (default: the callable)")
     lb.add_argument("--out", help="entry file to write (default NAME.json in the current folder)")
-    lb.add_argument("--store", help="results store (default ~/.cache/robench/results.sqlite)")
     lb.set_defaults(func=cmd_leaderboard_submit)
     lb = lsub.add_parser("show", parents=[common], help="print a leaderboard's headline table for papers")
     lb.add_argument("name", help="leaderboard name or folder")
