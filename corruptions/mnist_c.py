@@ -10,7 +10,8 @@ from the torch generator, so the pixels differ from the reference's but the dist
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache, partial
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
@@ -37,6 +38,21 @@ def _to_images(values: np.ndarray | torch.Tensor, like: torch.Tensor) -> torch.T
     ``np.round(float32(255 * clip(x, 0, 1)))``."""
     grid = np.round((np.clip(np.asarray(values), 0, 1) * 255).astype(np.float32)) / np.float32(255)
     return torch.from_numpy(grid[:, None]).to(device=like.device, dtype=like.dtype)
+
+
+CHUNK = 1000  # images per piece of work: small enough for the CPU cache, large enough to amortise numpy calls
+
+
+def _in_chunks(fn, *arrays: np.ndarray) -> np.ndarray:
+    """`fn` on aligned pieces of CHUNK images of `arrays` (along the first axis), concatenated. The pieces
+    run on torch's intra-op thread count: numpy releases the GIL in its array loops. `fn` must be pure
+    (draw the randomness beforehand), so the output does not depend on the threads."""
+    pieces = [tuple(a[i:i + CHUNK] for a in arrays) for i in range(0, len(arrays[0]), CHUNK)]
+    threads = min(torch.get_num_threads(), len(pieces))
+    if threads <= 1:
+        return np.concatenate([fn(*piece) for piece in pieces])
+    with ThreadPoolExecutor(threads) as pool:
+        return np.concatenate(list(pool.map(lambda piece: fn(*piece), pieces)))
 
 
 def _rng(generator: torch.Generator) -> np.random.Generator:
@@ -117,6 +133,23 @@ def _swap_waves(delta: int) -> tuple[np.ndarray, ...]:
     return tuple(np.array(waves[t]) for t in sorted(waves))
 
 
+def _swap(waves: tuple[np.ndarray, ...], images: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """The glass-blur swap loop on flat images (m, 784): visit v of iteration i of image j swaps the
+    pixel with the one `offsets[j, i, v]` away (0: no swap), wave by wave."""
+    x = images.copy()
+    rows = np.arange(len(x))[None, :]
+    for step in offsets.transpose(1, 2, 0):  # (visits, m) per iteration
+        start = 0
+        for wave in waves:
+            k = len(wave)
+            partner = wave[:, None] + step[start:start + k]  # (k, m)
+            start += k
+            mine = x[rows, wave[:, None]]
+            x[rows, wave[:, None]] = x[rows, partner]
+            x[rows, partner] = mine
+    return x
+
+
 @register
 class GlassBlur(_Graded):
     """Blur (rows only, as the original), then local pixel swaps, then blur again. Each visited pixel
@@ -133,24 +166,14 @@ class GlassBlur(_Graded):
         sigma, delta, iterations = self.level
         n = len(images)
         blurred = np.floor(_row_blur(_grey(images), sigma) * 255).astype(np.uint8)  # np.uint8() truncates
-        x = blurred.reshape(n, SIZE * SIZE)
         side = 2 * delta
         waves = _swap_waves(delta)
         visits = sum(len(w) for w in waves)
         # one draw per visit: below side^2 -> swap with offset (r // side, r % side) - delta, else keep
         draws = _rng(generator).integers(0, 2 * side * side, (iterations, visits, n), dtype=np.int16)
         offsets = np.where(draws < side * side, (draws // side - delta) * SIZE + (draws % side - delta), 0)
-        rows = np.arange(n)[None, :]
-        for it in range(iterations):
-            start = 0
-            for wave in waves:
-                k = len(wave)
-                partner = wave[:, None] + offsets[it, start:start + k]  # (k, n)
-                start += k
-                mine = x[rows, wave[:, None]]
-                x[rows, wave[:, None]] = x[rows, partner]
-                x[rows, partner] = mine
-        again = _row_blur(x.reshape(n, SIZE, SIZE) / 255.0, sigma)
+        swapped = _in_chunks(partial(_swap, waves), blurred.reshape(n, SIZE * SIZE), offsets.transpose(2, 0, 1))
+        again = _row_blur(swapped.reshape(n, SIZE, SIZE) / 255.0, sigma)
         return _to_images(again, images)
 
 
@@ -177,48 +200,74 @@ class MotionBlur(_Graded):
 
     def blur(self, images: torch.Tensor, angles: np.ndarray) -> np.ndarray:
         """The blurred images (N, 28, 28) on the 8-bit grid for angles (N,) in degrees."""
-        kernel = _motion_kernel(*self.level)
-        n, width = len(images), len(kernel)
+        return _in_chunks(partial(self._blur, _motion_kernel(*self.level)), np.round(_grey(images) * 255), angles)
+
+    @staticmethod
+    def _blur(kernel: np.ndarray, grey: np.ndarray, angles: np.ndarray) -> np.ndarray:
+        width = len(kernel)
         rad = np.deg2rad(angles)[:, None]
         steps = np.arange(width)
-        dx = np.ceil(steps * np.cos(rad) - 0.5).astype(np.int64)  # (n, width)
+        dx = np.ceil(steps * np.cos(rad) - 0.5).astype(np.int64)  # (n, width), >= 0 for |angle| <= 45
         dy = np.ceil(steps * np.sin(rad) - 0.5).astype(np.int64)
-        pad, side = width, SIZE + 2 * width
-        flat = np.pad(np.round(_grey(images) * 255), ((0, 0), (pad, pad), (pad, pad)), mode="edge").reshape(n, -1)
-        base = ((np.arange(SIZE) + pad)[:, None] * side + np.arange(SIZE) + pad).reshape(1, -1)
-        shift = dy * side + dx
-        out = np.zeros((n, SIZE * SIZE))
-        for i in range(width):
-            out += kernel[i] * np.take_along_axis(flat, base + shift[:, i:i + 1], 1)
+        pad = int(max(np.abs(dy).max(), dx.max()))
+        padded = np.pad(grey, ((0, 0), (pad, pad), (0, pad)), mode="edge")
+        # images whose angles round to the same pixel offsets are blurred together, by shifted slices
+        offsets, which = np.unique(np.stack([dy + pad, dx], 2), axis=0, return_inverse=True)
+        which = which.ravel()
+        out = np.empty(grey.shape)
+        for pattern, taps in enumerate(offsets):
+            chosen = np.flatnonzero(which == pattern)
+            group = padded[chosen]
+            total = np.zeros((len(chosen), SIZE, SIZE))
+            for weight, (r, c) in zip(kernel, taps):
+                total += weight * group[:, r:r + SIZE, c:c + SIZE]
+            out[chosen] = total
         # the reference's 8-bit output truncates the weighted sum (fitted to its outputs: floor matches
         # up to sums within 1e-3 below an integer, which ImageMagick's higher-precision sum rounds up)
-        return np.floor(out + 1e-3).reshape(n, SIZE, SIZE) / 255
+        return np.floor(out + 1e-3) / 255
 
 
 # ---------------------------------------------------------------- affine
 
-def _warp(images: torch.Tensor, matrices: np.ndarray) -> np.ndarray:
-    """skimage ``warp(x, inverse_map=M)`` with bilinear interpolation and zeros outside: output pixel
-    (row, col) reads the input at (col', row') = M @ (col, row, 1). `matrices` (N, 2, 3) float64."""
-    n = len(images)
-    x = np.pad(_grey(images), ((0, 0), (1, 1), (1, 1))).reshape(n, -1)  # a zero border stands for outside
-    rows, cols = (v.reshape(1, -1).astype(np.float64) for v in np.mgrid[:SIZE, :SIZE])
-    m = matrices
-    c = m[:, 0, 0:1] * cols + m[:, 0, 1:2] * rows + m[:, 0, 2:3]
-    r = m[:, 1, 0:1] * cols + m[:, 1, 1:2] * rows + m[:, 1, 2:3]
+@lru_cache(maxsize=64)
+def _bilinear_taps(matrix: tuple[float, ...]) -> tuple[np.ndarray, ...]:
+    """Where each output pixel of the inverse map `matrix` (2x3, flat) reads the zero-bordered flat input
+    (the four corners) and with which fractions (dr, dc), as skimage's bilinear warp with zeros outside."""
+    m = np.array(matrix).reshape(2, 3)
+    rows, cols = (v.ravel().astype(np.float64) for v in np.mgrid[:SIZE, :SIZE])
+    c = m[0, 0] * cols + m[0, 1] * rows + m[0, 2]
+    r = m[1, 0] * cols + m[1, 1] * rows + m[1, 2]
     r0, c0 = np.floor(r), np.floor(c)
     dr, dc = r - r0, c - c0
-
-    def pixel(rr: np.ndarray, cc: np.ndarray) -> np.ndarray:
-        outside = (rr < 0) | (rr >= SIZE) | (cc < 0) | (cc >= SIZE)
-        idx = np.where(outside, 0, (rr + 1) * (SIZE + 2) + cc + 1).astype(np.int64)
-        return np.take_along_axis(x, idx, 1)
-
     # skimage reads the far corner at ceil(), i.e. floor() + 1 except on grid points where its weight is 0
     r1, c1 = r0 + (dr > 0), c0 + (dc > 0)
-    top = (1 - dc) * pixel(r0, c0) + dc * pixel(r0, c1)
-    bottom = (1 - dc) * pixel(r1, c0) + dc * pixel(r1, c1)
-    return ((1 - dr) * top + dr * bottom).reshape(n, SIZE, SIZE)
+
+    def index(rr: np.ndarray, cc: np.ndarray) -> np.ndarray:
+        outside = (rr < 0) | (rr >= SIZE) | (cc < 0) | (cc >= SIZE)
+        return np.where(outside, 0, (rr + 1) * (SIZE + 2) + cc + 1).astype(np.int64)
+
+    return index(r0, c0), index(r0, c1), index(r1, c0), index(r1, c1), dr, dc
+
+
+def _bilinear(taps: tuple[np.ndarray, ...], bordered: np.ndarray) -> np.ndarray:
+    i00, i01, i10, i11, dr, dc = taps
+    top = (1 - dc) * bordered[:, i00] + dc * bordered[:, i01]
+    bottom = (1 - dc) * bordered[:, i10] + dc * bordered[:, i11]
+    return (1 - dr) * top + dr * bottom
+
+
+def _warp(images: torch.Tensor, matrices: np.ndarray) -> np.ndarray:
+    """skimage ``warp(x, inverse_map=M)`` with bilinear interpolation and zeros outside: output pixel
+    (row, col) reads the input at (col', row') = M @ (col, row, 1). `matrices` (N, 2, 3) float64; the
+    images that share a map are warped together."""
+    n = len(images)
+    bordered = np.pad(_grey(images), ((0, 0), (1, 1), (1, 1))).reshape(n, -1)  # zeros stand for outside
+    maps, which = np.unique(matrices.reshape(n, 6), axis=0, return_inverse=True)
+    out = np.empty((n, SIZE * SIZE))
+    for m, matrix in enumerate(maps):
+        chosen = np.flatnonzero(which.ravel() == m)
+        out[chosen] = _in_chunks(partial(_bilinear, _bilinear_taps(tuple(matrix))), bordered[chosen])
+    return out.reshape(n, SIZE, SIZE)
 
 
 def _centred(linear: np.ndarray) -> np.ndarray:
@@ -382,6 +431,15 @@ def _refine(lattice: np.ndarray, keys: np.ndarray, top: np.ndarray, left: np.nda
     return out.reshape(m, 2 * b, 2 * b), top + step, left + step
 
 
+def _window_even(op: np.ufunc, lattice: np.ndarray) -> np.ndarray:
+    """`op` (np.maximum or np.minimum) over the 5x5 window (wrapped) around each even lattice point:
+    (m, a, a) -> (m, a/2, a/2)."""
+    a = lattice.shape[1]
+    wrapped = np.pad(lattice, ((0, 0), (2, 2), (2, 2)), mode="wrap")
+    rows = op.reduce([wrapped[:, k:k + a:2] for k in range(5)])
+    return op.reduce([rows[:, :, k:k + a:2] for k in range(5)])
+
+
 def plasma_corner(keys: np.ndarray, decay: float) -> np.ndarray:
     """The top-left 28x28 corner of the original's 256x256 plasma fractal (diamond-square on a torus,
     noise amplitude 100^2 shrinking by decay^2 per level, rescaled to [0, 1] by the whole map's min and
@@ -414,19 +472,20 @@ def plasma_corner(keys: np.ndarray, decay: float) -> np.ndarray:
     cells = -(-SIZE // step) + 4  # coarse window from lattice point -2, refined: starts at map row/col -2
     corner = detail(np.arange(n), np.full(n, -2), np.full(n, -2), cells)[:, 2:2 + SIZE, 2:2 + SIZE]
 
-    # a block of fine points depends only on the 5x5 coarse window around it and moves at most
-    # 1.5 * amp per level beyond that window's range; the blocks at the coarse max and min first raise
-    # the bounds that the other blocks must beat
+    # the block of fine points refined from the 5x5 coarse window around lattice point (i, j) spans
+    # [i - 1/2, i + 3/2) x [j - 1/2, j + 3/2), so the blocks at even (i, j) tile the map; a block's values
+    # stay within its window's range widened by 1.5 * amp per level. The blocks at the coarse max and min
+    # first raise the bounds that the other blocks must beat.
     margin = 1.5 * sum(lazy)
     flat = coarse.reshape(n, -1)
     every = np.arange(n)
     peaks = np.concatenate([flat.argmax(1), flat.argmin(1)])
     fine = detail(np.tile(every, 2), peaks // side - 2, peaks % side - 2, 5).reshape(2, n, -1)
     hi, lo = fine[0].max(1), fine[1].min(1)
-    window = (1, 5, 5)
-    near = (ndimage.maximum_filter(coarse, window, mode="wrap") + margin > hi[:, None, None]) \
-        | (ndimage.minimum_filter(coarse, window, mode="wrap") - margin < lo[:, None, None])
+    near = (_window_even(np.maximum, coarse) + margin > hi[:, None, None]) \
+        | (_window_even(np.minimum, coarse) - margin < lo[:, None, None])
     idx, bi, bj = np.nonzero(near)
+    bi, bj = 2 * bi, 2 * bj
     fine = detail(idx, bi - 2, bj - 2, 5).reshape(len(idx), -1)
     np.maximum.at(hi, idx, fine.max(1))
     np.minimum.at(lo, idx, fine.min(1))
@@ -446,7 +505,7 @@ class Fog(_Graded):
     def apply(self, images, generator):
         strength, decay = self.level
         keys = _rng(generator).integers(0, 2 ** 64, len(images), dtype=np.uint64)
-        plasma = np.concatenate([plasma_corner(part, decay) for part in np.array_split(keys, -(-len(keys) // 500))])
+        plasma = _in_chunks(partial(plasma_corner, decay=decay), keys)
         x = _grey(images)
         top = x.max((1, 2), keepdims=True)
         out = (x + strength * plasma) * top / (top + strength)
@@ -598,7 +657,7 @@ class CannyEdges(MnistCCorruption):
     name = "canny_edges"
 
     def apply(self, images, generator):
-        return _to_images(canny(_grey(images)).astype(np.float64), images)
+        return _to_images(_in_chunks(canny, _grey(images)).astype(np.float64), images)
 
 
 # ---------------------------------------------------------------- the suite

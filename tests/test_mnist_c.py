@@ -116,12 +116,12 @@ def test_glass_blur_waves_keep_the_original_order_of_interacting_swaps():
 
 def test_lazy_plasma_equals_the_whole_map():
     """The fog's plasma corner, computed lazily, equals the corner of the fully computed map."""
-    keys = np.array([1, 2 ** 63 + 5, 12345], dtype=np.uint64)
+    keys = np.concatenate([[1, 2 ** 63 + 5], np.random.default_rng(0).integers(0, 2 ** 64, 40, dtype=np.uint64)])
     decay = 1.4
-    lattice, step = np.zeros((3, 1, 1)), mnist_c.PLASMA_SIZE
+    lattice, step = np.zeros((len(keys), 1, 1)), mnist_c.PLASMA_SIZE
     for level in range(8):
         padded = np.pad(lattice, ((0, 0), (1, 1), (1, 1)), mode="wrap")
-        top = np.full(3, -step)
+        top = np.full(len(keys), -step)
         lattice, _, _ = mnist_c._refine(padded, keys, top, top, step, (100.0 / decay ** level) ** 2)
         step //= 2
     lo, hi = lattice.min((1, 2), keepdims=True), lattice.max((1, 2), keepdims=True)
