@@ -116,7 +116,8 @@ def test_glass_blur_waves_keep_the_original_order_of_interacting_swaps():
 
 def test_lazy_plasma_equals_the_whole_map():
     """The fog's plasma corner, computed lazily, equals the corner of the fully computed map."""
-    keys = np.concatenate([[1, 2 ** 63 + 5], np.random.default_rng(0).integers(0, 2 ** 64, 40, dtype=np.uint64)])
+    keys = np.concatenate([np.array([1, 2 ** 63 + 5], dtype=np.uint64),
+                           np.random.default_rng(0).integers(0, 2 ** 64, 40, dtype=np.uint64)])
     decay = 1.4
     lattice, step = np.zeros((len(keys), 1, 1)), mnist_c.PLASMA_SIZE
     for level in range(8):
