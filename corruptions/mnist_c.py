@@ -43,12 +43,13 @@ def _to_images(values: np.ndarray | torch.Tensor, like: torch.Tensor) -> torch.T
 CHUNK = 1000  # images per piece of work: small enough for the CPU cache, large enough to amortise numpy calls
 
 
-def _in_chunks(fn, *arrays: np.ndarray) -> np.ndarray:
-    """`fn` on aligned pieces of CHUNK images of `arrays` (along the first axis), concatenated. The pieces
-    run on torch's intra-op thread count: numpy releases the GIL in its array loops. `fn` must be pure
-    (draw the randomness beforehand), so the output does not depend on the threads."""
+def _in_chunks(fn, *arrays: np.ndarray, threaded: bool = True) -> np.ndarray:
+    """`fn` on aligned pieces of CHUNK images of `arrays` (along the first axis), concatenated. With
+    `threaded`, the pieces run on torch's intra-op thread count: numpy releases the GIL in its array loops
+    (not worth it for loops of small operations, which hold the GIL). `fn` must be pure (draw the
+    randomness beforehand), so the output does not depend on the threads."""
     pieces = [tuple(a[i:i + CHUNK] for a in arrays) for i in range(0, len(arrays[0]), CHUNK)]
-    threads = min(torch.get_num_threads(), len(pieces))
+    threads = min(torch.get_num_threads() if threaded else 1, len(pieces))
     if threads <= 1:
         return np.concatenate([fn(*piece) for piece in pieces])
     with ThreadPoolExecutor(threads) as pool:
@@ -172,7 +173,8 @@ class GlassBlur(_Graded):
         # one draw per visit: below side^2 -> swap with offset (r // side, r % side) - delta, else keep
         draws = _rng(generator).integers(0, 2 * side * side, (iterations, visits, n), dtype=np.int16)
         offsets = np.where(draws < side * side, (draws // side - delta) * SIZE + (draws % side - delta), 0)
-        swapped = _in_chunks(partial(_swap, waves), blurred.reshape(n, SIZE * SIZE), offsets.transpose(2, 0, 1))
+        swapped = _in_chunks(partial(_swap, waves), blurred.reshape(n, SIZE * SIZE), offsets.transpose(2, 0, 1),
+                             threaded=False)
         again = _row_blur(swapped.reshape(n, SIZE, SIZE) / 255.0, sigma)
         return _to_images(again, images)
 
