@@ -22,31 +22,79 @@ def accuracy(correct: np.ndarray) -> dict:
     return {"value": k / n if n else float("nan"), "correct": k, "n": n, "ci95": list(clopper_pearson(k, n))}
 
 
+def _mean_ci(values: np.ndarray, level: float = 0.95) -> list[float]:
+    """Normal-approximation interval of the mean of per-example values."""
+    if len(values) < 2:
+        return [float("nan"), float("nan")]
+    half = stats.norm.ppf(0.5 + level / 2) * values.std(ddof=1) / np.sqrt(len(values))
+    return [float(values.mean() - half), float(values.mean() + half)]
+
+
+def _true_class(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    return probs[np.arange(len(labels)), labels]
+
+
 def nll(probs: np.ndarray, labels: np.ndarray) -> float:
     """Mean negative log-likelihood of the true labels; probs (N, K)."""
-    p = probs[np.arange(len(labels)), labels]
-    return float(-np.log(np.clip(p, 1e-12, 1.0)).mean())
+    return float(_nll_terms(probs, labels).mean())
+
+
+def _nll_terms(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    return -np.log(np.clip(_true_class(probs, labels), 1e-12, 1.0))
 
 
 def brier(probs: np.ndarray, labels: np.ndarray) -> float:
     """Mean over examples of the squared distance between probs (N, K) and the one-hot label."""
+    return float(_brier_terms(probs, labels).mean())
+
+
+def _brier_terms(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     onehot = np.zeros_like(probs)
     onehot[np.arange(len(labels)), labels] = 1.0
-    return float(((probs - onehot) ** 2).sum(axis=1).mean())
+    return ((probs - onehot) ** 2).sum(axis=1)
+
+
+def _ece_parts(probs: np.ndarray, labels: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per example: its confidence bin and hit - confidence."""
+    conf = probs.max(axis=1)
+    which = np.minimum((conf * bins).astype(int), bins - 1)
+    return which, (probs.argmax(axis=1) == labels) - conf
 
 
 def ece(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
-    """Expected calibration error with `bins` equal-width confidence bins (Guo et al. 2017)."""
-    conf = probs.max(axis=1)
-    hit = probs.argmax(axis=1) == labels
-    which = np.minimum((conf * bins).astype(int), bins - 1)
-    total = 0.0
-    for b in range(bins):
-        sel = which == b
-        if sel.any():
-            total += sel.mean() * abs(hit[sel].mean() - conf[sel].mean())
-    return float(total)
+    """Expected calibration error with `bins` equal-width confidence bins (Guo et al. 2017):
+    sum over bins of |sum of (hit - confidence) in the bin| / N."""
+    which, gap = _ece_parts(probs, labels, bins)
+    return float(np.abs(np.bincount(which, weights=gap, minlength=bins)).sum() / len(labels))
+
+
+def ece_ci(probs: np.ndarray, labels: np.ndarray, bins: int = 15, resamples: int = 1000,
+           level: float = 0.95, seed: int = 0) -> list[float]:
+    """Percentile bootstrap interval of the ECE (examples resampled with replacement; seeded)."""
+    n = len(labels)
+    if n < 2:
+        return [float("nan"), float("nan")]
+    which, gap = _ece_parts(probs, labels, bins)
+    rng = np.random.default_rng(seed)
+    values = np.empty(resamples)
+    per_round = max(1, 2_000_000 // n)  # resamples at a time, to bound memory
+    for start in range(0, resamples, per_round):
+        b = min(per_round, resamples - start)
+        idx = rng.integers(0, n, (b, n))
+        cells = (np.arange(b)[:, None] * bins + which[idx]).ravel()
+        sums = np.bincount(cells, weights=gap[idx].ravel(), minlength=b * bins).reshape(b, bins)
+        values[start:start + b] = np.abs(sums).sum(1) / n
+    a = (1 - level) / 2
+    return [float(np.quantile(values, a)), float(np.quantile(values, 1 - a))]
 
 
 def calibration(probs: np.ndarray, labels: np.ndarray) -> dict:
-    return {"nll": nll(probs, labels), "brier": brier(probs, labels), "ece": ece(probs, labels)}
+    """NLL, Brier score and 15-bin ECE with 95% intervals (normal for the two means, bootstrap for ECE)."""
+    terms = {"nll": _nll_terms(probs, labels), "brier": _brier_terms(probs, labels)}
+    out: dict = {}
+    for name, values in terms.items():
+        out[name] = float(values.mean())
+        out[f"{name}_ci95"] = _mean_ci(values)
+    out["ece"] = ece(probs, labels)
+    out["ece_ci95"] = ece_ci(probs, labels)
+    return out
