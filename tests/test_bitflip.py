@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from robench.attacks.bitflip import (BitFlipAttack, QuantizedModel, RandomFlipAttack, _Evaluator, from_bits,
@@ -32,7 +31,7 @@ def attack_run(embedded_model, eval_slice, pool):
     before = ({k: v.clone() for k, v in embedded_model.state_dict().items()},
               [p.requires_grad for p in embedded_model.parameters()], embedded_model.training)
     attack = BitFlipAttack(k=10, batch=64)
-    result = attack(embedded_model, eval_slice.x, eval_slice.y, flips=8, target=0.0, pool=pool,
+    result = attack(embedded_model, eval_slice.x, eval_slice.y, flips=16, target=0.0, pool=pool,
                     generator=torch.Generator().manual_seed(SEED))
     return attack, result, before
 
@@ -92,7 +91,7 @@ def test_each_step_flips_the_reported_bits_and_raises_the_loss(embedded_model, p
     layers = {layer.name: layer for layer in replay.layers}
     x = _attack_batch(pool, attack.batch, SEED)
     labels = predict(replay.model, x).argmax(1)
-    loss = float(F.cross_entropy(predict(replay.model, x), labels))
+    loss = float(attack.objective(predict(replay.model, x), labels))
     for step in result.trace:
         layer = layers[step.layer]
         old = layer.codes.clone()
@@ -103,7 +102,7 @@ def test_each_step_flips_the_reported_bits_and_raises_the_loss(embedded_model, p
         for i, b in zip(step.indices, step.bits):
             expected[i] |= 1 << b
         assert torch.equal(diff, expected)
-        new = float(F.cross_entropy(predict(replay.model, x), labels))
+        new = float(attack.objective(predict(replay.model, x), labels))
         assert new > loss and new == pytest.approx(step.loss, rel=1e-5)
         loss = new
     for mine, theirs in zip(replay.layers, result.quantized.layers):  # the returned model holds just these flips
@@ -128,17 +127,17 @@ def test_input_model_is_unchanged(embedded_model, attack_run):
 
 def test_same_seed_same_trace(embedded_model, eval_slice, pool, attack_run):
     attack, result, _ = attack_run
-    again = attack(embedded_model, eval_slice.x, eval_slice.y, flips=8, target=0.0, pool=pool,
+    again = attack(embedded_model, eval_slice.x, eval_slice.y, flips=16, target=0.0, pool=pool,
                    generator=torch.Generator().manual_seed(SEED))
     strip = [(s.layer, s.indices, s.bits, s.loss, s.correct, s.flips) for s in result.trace]
     assert strip == [(s.layer, s.indices, s.bits, s.loss, s.correct, s.flips) for s in again.trace]
 
 
-def test_all_weights_margin_search_stops_at_the_target(embedded_model, eval_slice, pool):
+def test_all_weights_cross_entropy_search_stops_at_the_target(embedded_model, eval_slice, pool):
     q_acc = float((predict(QuantizedModel(embedded_model).model, eval_slice.x).argmax(1) == eval_slice.y)
                   .float().mean())
     target = q_acc - 0.05
-    result = BitFlipAttack(k="all", batch=64, loss="margin")(embedded_model, eval_slice.x, eval_slice.y,
+    result = BitFlipAttack(k="all", batch=64, loss="ce")(embedded_model, eval_slice.x, eval_slice.y,
                                                              flips=30, target=target, pool=pool)
     accuracies = [s.correct / len(eval_slice) for s in result.trace]
     assert accuracies[-1] <= target and all(a > target for a in accuracies[:-1])
@@ -152,7 +151,22 @@ def test_random_flips_one_bit_each_and_deterministic(embedded_model, eval_slice)
     assert [len(s.indices) for s in run[0].trace] == [1] * 20 and run[0].trace[-1].flips == 20
     key = [[(s.layer, s.indices, s.bits, s.correct) for s in r.trace] for r in run]
     assert key[0] == key[1] and key[0] != key[2]
-    assert 0 < run[0].quantized.hamming(QuantizedModel(embedded_model)) <= 20
+    assert run[0].quantized.hamming(QuantizedModel(embedded_model)) == 20  # never the same bit twice
+
+
+def test_random_flips_are_uniform_over_all_bits(embedded_model):
+    """Layers are hit in proportion to their size (chi-square over 4000 draws), bits 0-7 evenly."""
+    from scipy import stats
+
+    quantized = QuantizedModel(embedded_model)
+    draws = RandomFlipAttack().search(quantized, torch.Generator().manual_seed(0), None)
+    picks = [next(draws) for _ in range(4000)]
+    sizes = [layer.codes.numel() for layer in quantized.layers]
+    per_layer = [sum(p.layer == i for p in picks) for i in range(len(sizes))]
+    expected = [4000 * s / sum(sizes) for s in sizes]
+    assert stats.chisquare(per_layer, expected).pvalue > 1e-3
+    per_bit = [sum(int(p.bits) == b for p in picks) for b in range(8)]
+    assert stats.chisquare(per_bit).pvalue > 1e-3
 
 
 def test_evaluator_recomputes_only_what_changed_exactly(embedded_model, eval_slice):
