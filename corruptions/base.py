@@ -72,6 +72,12 @@ class CorruptionThreat(Threat):
             out[f"probs@{name}"] = predict(model, corrupted).softmax(1).cpu().numpy()
         return out
 
+    def parts(self) -> dict[str, Threat]:
+        """One part per corruption (each also predicts the clean images, a small share of the work)."""
+        if len(self.corruptions) <= 1:
+            return {"": self}
+        return {name: CorruptionThreat({name: c}) for name, c in self.corruptions.items()}
+
     def summarize(self, outputs: Outputs) -> dict[str, Any]:
         labels = outputs["label"]
         names = ["clean", *self.corruptions]

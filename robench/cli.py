@@ -110,7 +110,7 @@ def _run(models: Sequence[str], threats: Sequence[str], args: argparse.Namespace
 
     built = [build_threat(t) for t in threats]  # check every spec before any work starts
     executor = get_executor(getattr(args, "executor", "local"), getattr(args, "address", None),
-                            getattr(args, "workers", None))
+                            getattr(args, "workers", None), getattr(args, "gpus_per_task", None))
     store = Store(args.store)
     records = []
     grid = tqdm(total=len(models) * len(built), desc="grid", unit="threat",
@@ -294,7 +294,8 @@ EXAMPLES = {
         robench run --model mnist-small-cnn --threat foolbox:LinfDeepFoolAttack:eps=0.1 --format json
         robench run --model mypkg.nets:make_model --weights model.safetensors --threat fgsm:eps=0.1
         robench run bench.toml --out results/
-        robench run bench.toml --executor ray --address HEAD:6379""",
+        robench run bench.toml --executor ray --address HEAD:6379
+        robench run bench.toml --executor ray --address HEAD:6379 --device cuda --gpus-per-task 0.5""",
     "corrupt": """
         robench corrupt --suite mnist-c --dataset mnist --split test --out mnist_c/
         robench corrupt --suite mnist-c --dataset mnist --split all --out mnist_c/ --preview mnist_c.png
@@ -372,6 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where shards run: in this process (default) or on Ray (pip install 'robench[ray]')")
     p.add_argument("--address", help="Ray cluster to join, e.g. HEAD:6379 (default: a local Ray instance)")
     p.add_argument("--workers", type=int, help="Ray tasks at once (default: every CPU of the cluster)")
+    p.add_argument("--gpus-per-task", type=float, metavar="G",
+                   help="GPUs each Ray task asks for (1, or a fraction such as 0.25 to share one); use with "
+                        "--device cuda")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("corrupt", parents=[common, data], formatter_class=fmt, epilog=_examples("corrupt"),

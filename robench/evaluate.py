@@ -111,7 +111,8 @@ def check_model(model: nn.Module, data: DataSlice, device: torch.device) -> None
 
 @dataclass
 class ShardTask:
-    """One shard of one threat: examples start..stop-1 of the slice, its store key and its seed."""
+    """One part (see `Threat.parts`) of one shard of one threat: examples start..stop-1 of the slice,
+    the store key and the seed (the shard's, shared by its parts)."""
 
     start: int
     stop: int
@@ -119,15 +120,16 @@ class ShardTask:
     seed: int
     x: torch.Tensor
     y: torch.Tensor
+    part: str = ""
 
 
-def compute_shard(shared: tuple[nn.Module, Threat, str], task: ShardTask) -> Outputs:
-    """Evaluate one shard; `shared` is (model, threat, device), the same for every shard of a threat
-    (executors ship it once)."""
-    model, threat, device = shared
+def compute_shard(shared: tuple[nn.Module, dict[str, Threat], str], task: ShardTask) -> Outputs:
+    """Evaluate one part of one shard; `shared` is (model, the threat's parts, device), the same for every
+    task of a threat (executors ship it once)."""
+    model, parts, device = shared
     dev = torch.device(device)
     generator = torch.Generator(device=dev).manual_seed(task.seed)
-    outputs = threat.evaluate_shard(model.to(dev).eval(), task.x.to(dev), task.y.to(dev), generator)
+    outputs = parts[task.part].evaluate_shard(model.to(dev).eval(), task.x.to(dev), task.y.to(dev), generator)
     return {k: np.asarray(v) for k, v in outputs.items()}
 
 
@@ -183,37 +185,45 @@ def _evaluate_threat(model, model_name, fingerprint, threat: Threat, data: DataS
     if cached is not None and not with_outputs:
         return Record.from_dict(cached)
     size = shard_size or threat.shard_size or len(data)
-    keys: list[str] = []
+    parts = threat.parts()
+    shards: list[list[str]] = []  # per shard, the store keys of its parts
     done: dict[str, Outputs] = {}
     pending = []
     for start in range(0, len(data), size):
         stop = min(start + size, len(data))
-        part = data.part(start, stop)
-        key = _digest(base, _indices_text(part.indices), part.checksum)
-        outputs = store.get_shard(key)
-        if outputs is None:
-            pending.append(ShardTask(start, stop, key, int(key[:15], 16), part.x, part.y))
-        else:
-            done[key] = outputs
-        keys.append(key)
+        piece = data.part(start, stop)
+        shard_key = _digest(base, _indices_text(piece.indices), piece.checksum)
+        keys = []
+        for name in parts:
+            key = shard_key if name == "" else _digest(shard_key, name)
+            outputs = store.get_shard(key)
+            if outputs is None:
+                pending.append(ShardTask(start, stop, key, int(shard_key[:15], 16), piece.x, piece.y, name))
+            else:
+                done[key] = outputs
+            keys.append(key)
+        shards.append(keys)
     started = dt.datetime.now(dt.timezone.utc)
     clock = time.perf_counter()
-    bar = tqdm(total=len(data), initial=len(data) - sum(t.stop - t.start for t in pending),
+    total = len(data) * len(parts)
+    bar = tqdm(total=total, initial=total - sum(t.stop - t.start for t in pending),
                desc=f"{model_name} | {threat.spec.name}", unit="ex", disable=not progress, leave=False)
-    for task, outputs in executor.run(compute_shard, (model, threat, str(dev)), pending):
+    for task, outputs in executor.run(compute_shard, (model, parts, str(dev)), pending):
         store.put_shard(task.key, threat.canonical, model_name, outputs)
         done[task.key] = outputs
         bar.update(task.stop - task.start)
     bar.close()
-    parts = [done[k] for k in keys]
-    merged = parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    per_shard = [{k: v for key in keys for k, v in done[key].items()} for keys in shards]
+    merged = per_shard[0] if len(per_shard) == 1 else {k: np.concatenate([p[k] for p in per_shard])
+                                                        for k in per_shard[0]}
     if cached is not None:
         record = Record.from_dict(cached)
         record.outputs = merged
         return record
     provenance = {**_environment(), "model": model_name, **base, "data_sha256": checksum,
                   "threat_hash": threat.spec.hash,
-                  "indices": _indices_text(data.indices), "shards": len(keys), "device": str(dev),
+                  "indices": _indices_text(data.indices), "shards": len(shards),
+                  "tasks": sum(map(len, shards)), "device": str(dev),
                   "started": started.isoformat(timespec="seconds"),
                   "wall_seconds": round(time.perf_counter() - clock, 3)}
     record = Record(model_name, threat.canonical, threat.kind, data.dataset, data.split, len(data),

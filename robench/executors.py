@@ -152,15 +152,18 @@ class RayExecutor:
                                "only the failed shards.")
 
 
-def get_executor(name: str = "local", address: str | None = None, workers: int | None = None, **kwargs: Any):
+def get_executor(name: str = "local", address: str | None = None, workers: int | None = None,
+                 gpus_per_task: float | None = None, **kwargs: Any):
     """An executor by name: "local" (in this process, the default) or "ray" (a Ray cluster at `address`,
-    or a local Ray instance; `workers` tasks at once)."""
+    or a local Ray instance; `workers` tasks at once, each asking for `gpus_per_task` GPUs)."""
     if name == "local":
-        if address or workers:
-            raise RobenchError("--address and --workers need --executor ray; the local executor runs in this "
-                               "process.")
+        if address or workers or gpus_per_task:
+            raise RobenchError("--address, --workers and --gpus-per-task need --executor ray; the local "
+                               "executor runs in this process (on --device).")
         return LocalExecutor()
     if name == "ray":
+        if gpus_per_task is not None and not 0 < gpus_per_task:
+            raise RobenchError(f"--gpus-per-task must be > 0 (1, or a fraction to share a GPU); got {gpus_per_task}.")
         _import_ray()
-        return RayExecutor(address=address, workers=workers, **kwargs)
+        return RayExecutor(address=address, workers=workers, num_gpus=gpus_per_task or 0, **kwargs)
     raise unknown_name("executor", name, EXECUTORS)

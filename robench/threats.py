@@ -53,6 +53,13 @@ class Threat(ABC):
     def summarize(self, outputs: Outputs) -> dict[str, Any]:
         """Metrics (JSON-ready) from the outputs of all shards, concatenated along the first axis."""
 
+    def parts(self) -> dict[str, "Threat"]:
+        """Independent pieces of this threat, by name, each evaluated as its own task on every shard
+        with the shard's generator; a shard's outputs are the union of its parts' outputs. A threat
+        made of separable pieces (a suite of corruptions) splits so that they run in parallel and
+        resume one by one; the default is the threat itself, whole."""
+        return {"": self}
+
     @property
     def canonical(self) -> str:
         return f"{self.spec}"

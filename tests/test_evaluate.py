@@ -6,6 +6,7 @@ import sys
 import textwrap
 import time
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -28,7 +29,7 @@ def test_record_has_metrics_and_provenance(embedded_model, tmp_path):
     assert fgsm.provenance["indices"] == "0:100" and fgsm.n == 100 and fgsm.threat == "fgsm:eps=0.1,precision=fp32"
     assert fgsm.metrics["clean_accuracy"] == clean.metrics["clean_accuracy"]
     assert fgsm.metrics["robust_accuracy"]["0.1"]["value"] < clean.metrics["clean_accuracy"]["value"]
-    assert set(clean.metrics["calibration"]["clean"]) == {"nll", "brier", "ece"}
+    assert set(clean.metrics["calibration"]["clean"]) == {"nll", "brier", "ece", "nll_ci95", "brier_ci95", "ece_ci95"}
     json.dumps([r.to_dict() for r in records])  # JSON-ready
 
 
@@ -49,6 +50,23 @@ def test_repeated_task_is_served_from_the_store(embedded_model, tmp_path, monkey
     other = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
     robench.evaluate(other, threat, dataset="mnist-5k", n=120, store=store, shard_size=50)
     assert len(calls) == 8
+
+
+def test_corruption_suite_splits_into_one_task_per_corruption(embedded_model, tmp_path, monkeypatch):
+    """Each shard of a suite runs as one task per corruption (stored, and resumable, one by one) with the
+    shard's seed, so the outputs equal those of the suite evaluated whole."""
+    from robench.corruptions.base import CorruptionThreat
+
+    spec, kw = "mnist-c:corruptions=fog|stripe|rotate", dict(dataset="mnist-5k", n=80, shard_size=40,
+                                                            with_outputs=True)
+    store = Store(tmp_path / "split.sqlite")
+    split = robench.evaluate(embedded_model, spec, store=store, **kw)[0]
+    assert store.count("shards") == 2 * 3 and split.provenance["tasks"] == 6 and split.provenance["shards"] == 2
+    monkeypatch.setattr(CorruptionThreat, "parts", lambda self: {"": self})
+    whole = robench.evaluate(embedded_model, spec, store=tmp_path / "whole.sqlite", **kw)[0]
+    assert split.metrics == whole.metrics and list(split.outputs) == list(whole.outputs)
+    for k in whole.outputs:
+        np.testing.assert_array_equal(split.outputs[k], whole.outputs[k], err_msg=k)
 
 
 def test_results_do_not_depend_on_the_executor_order(embedded_model, tmp_path):

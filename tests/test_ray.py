@@ -135,6 +135,17 @@ def test_failing_shard_is_reported_and_the_others_are_kept(ray_instance, embedde
     _same(r, local_record)
 
 
+def test_corruption_suite_runs_split_over_corruptions_on_ray(ray_instance, embedded_model, tmp_path):
+    spec = "mnist-c:corruptions=fog|stripe|rotate"
+    kw = dict(dataset="mnist-5k", n=80, shard_size=40, seed=3, with_outputs=True)
+    with one_thread():
+        local = robench.evaluate(embedded_model, spec, store=tmp_path / "local.sqlite", **kw)[0]
+    counting = Counting(workers=2)
+    on_ray = robench.evaluate(embedded_model, spec, store=tmp_path / "ray.sqlite", executor=counting, **kw)[0]
+    assert counting.sent == 2 * 3  # shards x corruptions
+    _same(on_ray, local)
+
+
 def test_task_whose_worker_dies_is_retried(ray_instance, embedded_model, local_record, tmp_path):
     marker = tmp_path / "crashed"
     flaky = Wrapped(build_threat(SPEC), _poison(1), crash_marker=str(marker))
@@ -149,6 +160,11 @@ def test_get_executor():
     assert isinstance(get_executor("ray", workers=2), RayExecutor)
     with pytest.raises(RobenchError, match="need --executor ray"):
         get_executor("local", workers=2)
+    with pytest.raises(RobenchError, match="need --executor ray"):
+        get_executor("local", gpus_per_task=1)
+    with pytest.raises(RobenchError, match="must be > 0"):
+        get_executor("ray", gpus_per_task=-1)
+    assert get_executor("ray", gpus_per_task=0.5).num_gpus == 0.5
     with pytest.raises(RobenchError, match="unknown executor 'dask'"):
         get_executor("dask")
 
