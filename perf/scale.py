@@ -82,15 +82,9 @@ def main() -> None:
               f"{min(local, local1) / ray2:.2f}x | {1000 * (ray1 - local1) / tasks:.0f} |")
     # Ray pays where 2 workers beat the faster of the two local runs
     paying = [size for size, _, local, local1, _, ray2 in rows if ray2 < min(local, local1)]
-    if paying:
-        below = [size for size in sizes if size < min(paying)]
-        print(f"\nRay (2 workers) beats the local executor (best of its two thread settings) from shard size "
-              f"{min(paying)}"
-              + (f"; below {min(paying)} (e.g. {below[-1]}) it does not pay." if below else " (every size tried)."))
-    else:
-        print("\nRay (2 workers) did not beat the local executor (best of its two thread settings) at any "
-              "shard size tried on this machine.")
-
+    losing = [size for size in sizes if size not in paying]
+    print(f"\nRay (2 workers) beats the local executor (best of its two thread settings) at shard sizes "
+          f"{', '.join(map(str, paying)) or 'none'}; it does not at {', '.join(map(str, losing)) or 'none'}.")
 
 if __name__ == "__main__":
     sys.exit(main())
