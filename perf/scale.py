@@ -86,5 +86,6 @@ def main() -> None:
     print(f"\nRay (2 workers) beats the local executor (best of its two thread settings) at shard sizes "
           f"{', '.join(map(str, paying)) or 'none'}; it does not at {', '.join(map(str, losing)) or 'none'}.")
 
+
 if __name__ == "__main__":
     sys.exit(main())
