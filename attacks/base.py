@@ -13,6 +13,7 @@ from torch import nn
 from robench.errors import RobenchError
 from robench.inference import check_images, predict
 from robench.metrics import accuracy
+from robench.seeding import derived
 from robench.spec import as_tuple
 from robench.threats import Outputs, Required, Threat
 
@@ -62,9 +63,15 @@ class Attack(ABC):
 
     @classmethod
     def as_threat(cls, eps: Any, **hyperparameters: Any) -> "AttackThreat":
+        """The threat at each eps. Images lie in [0, 1], so a Linf eps above 1 is refused (eps = 1 already
+        reaches every image); L2, L1 and L0 budgets are not bounded here, as their largest useful value
+        depends on the image size (sqrt(C * H * W) for L2)."""
         epsilons = tuple(float(e) for e in as_tuple(eps))
         if any(not math.isfinite(e) or e < 0 for e in epsilons):
             raise RobenchError(f"eps must be >= 0; got {'|'.join(map(str, epsilons))}.")
+        if cls.norm == "linf" and max(epsilons) > 1:
+            raise RobenchError(f"Linf eps {max(epsilons)} exceeds 1, the largest distance between images in "
+                               "[0, 1]; give eps <= 1 (e.g. 0.3 for MNIST, 8/255 for CIFAR-10).")
         return AttackThreat(cls(**hyperparameters), epsilons)
 
 
@@ -78,19 +85,32 @@ def perturbation_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
 
 class AttackThreat(Threat):
     """Robust accuracy under an input attack at each eps: an example is robust only if it is correct on
-    clean input and the attack (every restart) fails on it."""
+    clean input and the attack (every restart) fails on it. Each eps is its own part (stored, resumed
+    and distributed on its own) with its own random stream, derived from the shard's seed and that eps
+    alone, so an eps gives the same result whatever other eps are in the list."""
 
     kind = "input-attack"
+    version = 2  # v2: one part and one random stream per eps (v1: the eps shared one stream in turn)
 
     def __init__(self, attack: Attack, epsilons: tuple[float, ...]):
         self.attack = attack
         self.epsilons = epsilons
 
+    def parts(self) -> dict[str, "AttackThreat"]:
+        if len(self.epsilons) == 1:
+            return {"": self}
+        return {f"eps={eps!r}": AttackThreat(self.attack, (eps,)) for eps in self.epsilons}
+
+    @property
+    def cost(self) -> float:
+        # a gradient step costs about three forward passes; attacks without `steps` count as 10 steps
+        return 1 + 3 * getattr(self.attack, "steps", 10) * getattr(self.attack, "restarts", 1)
+
     def evaluate_shard(self, model, x, y, generator) -> Outputs:
         clean = predict(model, x).argmax(1) == y
         out: Outputs = {"clean_correct": clean.cpu().numpy()}
         for eps in self.epsilons:
-            result = self.attack(model, x, y, eps=eps, generator=generator)
+            result = self.attack(model, x, y, eps=eps, generator=derived(generator, "eps", eps))
             robust = clean & ~result.success
             norms = perturbation_norm(result.adversarial - x, self.attack.norm)
             out[f"robust@{eps!r}"] = robust.cpu().numpy()

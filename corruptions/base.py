@@ -1,7 +1,6 @@
 """Base class of corruptions and the threat that measures accuracy and calibration under them."""
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, final
 
@@ -12,6 +11,7 @@ from robench.errors import RobenchError
 from robench.inference import check_images, predict
 from robench.metrics import accuracy, calibration
 from robench.registry import CORRUPTIONS
+from robench.seeding import derived
 from robench.threats import Outputs, Threat
 
 
@@ -24,6 +24,8 @@ class Corruption(ABC):
     name: ClassVar[str]
     #: (C, H, W) the corruption needs, None where any size works; a None entry leaves that axis free
     input_shape: ClassVar[tuple[int | None, int | None, int | None] | None] = None
+    #: True when `apply` ignores the generator
+    deterministic: ClassVar[bool] = False
 
     @abstractmethod
     def apply(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -51,24 +53,24 @@ def register(cls: type[Corruption]) -> type[Corruption]:
     return CORRUPTIONS.register(cls.name, cls)
 
 
-def seed_for(generator: torch.Generator, name: str) -> torch.Generator:
-    """An independent generator per corruption, so a corruption's output does not depend on the suite."""
-    digest = hashlib.sha256(f"{generator.initial_seed()}/{name}".encode()).digest()
-    return torch.Generator(device=generator.device).manual_seed(int.from_bytes(digest[:8], "little") >> 1)
-
-
 class CorruptionThreat(Threat):
-    """Accuracy and calibration (NLL, Brier, ECE) on clean data and under each corruption."""
+    """Accuracy and calibration (NLL, Brier, ECE) on clean data and under each corruption, each with
+    its own random stream (derived from the shard's seed and the corruption's name)."""
 
     kind = "corruption"
+    cost = 2.0  # the corruption and a forward pass, plus the clean forward pass
 
     def __init__(self, corruptions: dict[str, Corruption]):
         self.corruptions = corruptions
 
+    @property
+    def deterministic(self) -> bool:  # type: ignore[override]
+        return all(c.deterministic for c in self.corruptions.values())
+
     def evaluate_shard(self, model, x, y, generator) -> Outputs:
         out: Outputs = {"label": y.cpu().numpy(), "probs@clean": predict(model, x).softmax(1).cpu().numpy()}
         for name, corruption in self.corruptions.items():
-            corrupted = corruption(x, seed_for(generator, name))
+            corrupted = corruption(x, derived(generator, name))
             out[f"probs@{name}"] = predict(model, corrupted).softmax(1).cpu().numpy()
         return out
 
@@ -97,6 +99,7 @@ class Clean(Corruption):
     """No corruption: clean accuracy and calibration."""
 
     name = "clean"
+    deterministic = True
 
     def apply(self, images, generator):
         return images.clone()

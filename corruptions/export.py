@@ -9,10 +9,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from robench.corruptions.base import seed_for
 from robench.corruptions.mnist_c import suite_corruptions
 from robench.data import SPLITS, load_dataset
 from robench.errors import RobenchError
+from robench.seeding import derived
 
 CHUNK = 10_000  # images corrupted at once; part of the seeding, so the output does not depend on memory
 
@@ -52,7 +52,7 @@ def export_suite(suite: str, dataset: str, split: str, out_dir: str | os.PathLik
             chunks = []
             for start in range(0, len(data), CHUNK):
                 x = data.images[start:start + CHUNK].float().div_(255)
-                y = corruption(x, seed_for(base, f"{name}/{part}/{start}"))
+                y = corruption(x, derived(base, f"{name}/{part}/{start}"))
                 chunks.append((y * 255).round_().to(torch.uint8).permute(0, 2, 3, 1).numpy())
             folder = out / name
             folder.mkdir(parents=True, exist_ok=True)
@@ -69,6 +69,6 @@ def preview(out_png: str | os.PathLike, suite: str = "mnist-c", dataset: str = "
     data = load_dataset(dataset, split, data_root).select(n=n)
     base = torch.Generator().manual_seed(seed)
     rows = {"clean": data.x}
-    rows.update({name: c(data.x, seed_for(base, name)) for name, c in suite_corruptions(suite).items()})
+    rows.update({name: c(data.x, derived(base, name)) for name, c in suite_corruptions(suite).items()})
     return corruption_grid({k: v.permute(0, 2, 3, 1).numpy() for k, v in rows.items()}, out_png,
                            title=f"{suite} on {dataset} {split}")

@@ -7,6 +7,7 @@ Gaussian training. Clipping is a fixed function of the noisy input, so the L2 ce
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
@@ -121,6 +122,10 @@ class SmoothingThreat(Threat):
     kind = "certification"
     shard_size: ClassVar[int | None] = 100
 
+    @property
+    def cost(self) -> float:
+        return float(self.n0 + self.n)
+
     def __init__(self, *, sigma: float = 0.25, n0: int = 100, n: int = 10_000, alpha: float = 0.001,
                  radii: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0), batch: int = 1000,
                  precision: str = "fp32"):
@@ -129,6 +134,10 @@ class SmoothingThreat(Threat):
                                f"got sigma={sigma}, alpha={alpha}, n0={n0}, n={n}, batch={batch}.")
         if precision not in PRECISIONS:
             raise RobenchError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}.")
+        if lower_confidence_bound(n, n, alpha) <= 0.5:  # alpha^(1/n), the bound when all n draws agree
+            raise RobenchError(f"smoothing with n={n} can never certify at alpha={alpha}: even when all n noisy "
+                               f"copies agree, the lower confidence bound {alpha ** (1 / n):.3f} is not above 0.5; "
+                               f"give n >= {math.floor(math.log2(1 / alpha)) + 1}.")
         self.sigma, self.n0, self.n, self.alpha = float(sigma), n0, n, float(alpha)
         self.radii = tuple(sorted(float(r) for r in radii))
         self.batch, self.precision = batch, precision

@@ -14,10 +14,10 @@ import time
 
 import torch
 
-from robench.corruptions.base import seed_for
 from robench.corruptions.mnist_c import MNIST_C
 from robench.data import load_dataset
 from robench.registry import CORRUPTIONS
+from robench.seeding import derived
 
 # images/s of the original (google-research/mnist-c corruptions.py), from the reference README
 REFERENCE = {"shot_noise": 14912, "impulse_noise": 9758, "glass_blur": 66, "motion_blur": 1144, "shear": 11385,
@@ -37,14 +37,14 @@ def main() -> None:
     x = load_dataset("mnist", "test").select(n=args.n).x
     base = torch.Generator().manual_seed(0)
     for name in MNIST_C:  # warm-up: imports, cached tables
-        CORRUPTIONS.create(name)(x[:8], seed_for(base, name))
+        CORRUPTIONS.create(name)(x[:8], derived(base, name))
     print(f"{args.n} MNIST test images, torch threads {torch.get_num_threads()}")
     print(f"{'corruption':14s} {'wall s':>7s} {'cpu s':>7s} {'images/s':>10s} {'original':>9s} {'ratio':>7s}")
     wall_total = cpu_total = 0.0
     for name in MNIST_C:
         corruption = CORRUPTIONS.create(name)
         wall, cpu = time.perf_counter(), time.process_time()
-        corruption(x, seed_for(base, name))
+        corruption(x, derived(base, name))
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         wall_total, cpu_total = wall_total + wall, cpu_total + cpu
         rate = args.n / wall

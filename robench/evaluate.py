@@ -20,7 +20,8 @@ import robench
 from robench.data import DataSlice, load_dataset
 from robench.errors import RobenchError
 from robench.executors import LocalExecutor
-from robench.inference import check_logits
+from robench.identity import code_digest, weights_digest
+from robench.inference import check_logits, check_weights, resolve_device, warn_if_probabilities
 from robench.spec import ThreatSpec
 from robench.store import Store
 from robench.threats import Outputs, Threat, build_threat
@@ -52,13 +53,8 @@ class Record:
 
 
 def model_fingerprint(model: nn.Module) -> str:
-    """sha256 over the names, shapes, dtypes and bytes of a model's parameters and buffers."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
+    """sha256 of a model's weights (robench.identity.weights_digest): the "model_sha256" of a Record."""
+    return weights_digest(model)
 
 
 @functools.lru_cache(maxsize=1)
@@ -89,14 +85,10 @@ def _digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def _device(device: str | torch.device | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def check_model(model: nn.Module, data: DataSlice, device: torch.device) -> None:
-    """Fail early, with a clear message, when a model does not map images to (N, classes) logits."""
+    """Fail early, with a clear message, when a model has NaN weights or does not map images to
+    (N, classes) finite logits; warn when its outputs look like probabilities."""
+    check_weights(model)
     try:
         with torch.no_grad():
             logits = model(data.x[:2].to(device))
@@ -104,9 +96,41 @@ def check_model(model: nn.Module, data: DataSlice, device: torch.device) -> None
         raise RobenchError(f"the model failed on a batch of shape {tuple(data.x[:2].shape)} from "
                            f"{data.dataset}: {type(exc).__name__}: {exc}") from None
     check_logits(logits, min(2, len(data)))
+    warn_if_probabilities(logits)
     if logits.shape[1] <= int(data.y.max()):
         raise RobenchError(f"the model returns {logits.shape[1]} classes but {data.dataset} has labels up to "
                            f"{int(data.y.max())}.")
+
+
+#: the work of one task, in forward-pass FLOPs: about half a minute on one core of a 2020s CPU, so a
+#: killed run loses about that much of each task in flight
+TASK_FLOPS = 3e11
+
+
+def forward_flops(model: nn.Module, x: torch.Tensor) -> float:
+    """FLOPs of one forward pass of `model` on the batch `x`, counted by torch (matrix products and
+    convolutions); twice the parameter count per example where counting fails."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    try:
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            model(x)
+        flops = float(counter.get_total_flops())
+    except Exception:  # an operation the counter cannot trace: fall back on the model's size
+        flops = 0.0
+    return flops or 2.0 * len(x) * sum(p.numel() for p in model.parameters())
+
+
+def shard_size_for(threat: Threat, model: nn.Module, example: torch.Tensor) -> int | None:
+    """Examples per shard: as many as fit TASK_FLOPS for the threat's costliest part on this model (one
+    example `example` (1, C, H, W) measures it), at least 1 and at most the threat's `shard_size`; None
+    for threats evaluated on the whole slice at once. It depends on the model and the threat only, so
+    results do not depend on the machine."""
+    if threat.shard_size is None:
+        return None
+    cost = max(part.cost for part in threat.parts().values()) * forward_flops(model, example)
+    return max(1, min(threat.shard_size, int(TASK_FLOPS // cost)))
 
 
 @dataclass
@@ -154,38 +178,36 @@ def evaluate(model: nn.Module | str, threats: str | ThreatSpec | Threat | Sequen
         raise RobenchError(f"model must be a torch.nn.Module or a zoo name; got {type(model).__name__}.")
     model_name = model_name or type(model).__name__
     data = load_dataset(dataset, split, data_root).select(n=n, indices=indices)
-    dev = _device(device)
-    was_training = model.training
-    model.to(dev).eval()
-    check_model(model, data, dev)
-    fingerprint = model_fingerprint(model)
-    store = store if isinstance(store, Store) else Store(store)
-    executor = executor or LocalExecutor()
-    if isinstance(threats, (str, ThreatSpec, Threat)):
-        threats = [threats]
-    built = [t if isinstance(t, Threat) else build_threat(t) for t in threats]
-    records = []
+    dev = resolve_device(device)
+    modes = [(m, m.training) for m in model.modules()]
     try:
-        for threat in built:
-            records.append(_evaluate_threat(model, model_name, fingerprint, threat, data, store, seed, dev,
-                                            shard_size, progress, executor, with_outputs))
+        model.to(dev).eval()
+        check_model(model, data, dev)
+        identity = {"model_sha256": model_fingerprint(model), "model_code": code_digest(model)}
+        store = store if isinstance(store, Store) else Store(store)
+        executor = executor or LocalExecutor()
+        if isinstance(threats, (str, ThreatSpec, Threat)):
+            threats = [threats]
+        built = [t if isinstance(t, Threat) else build_threat(t) for t in threats]
+        return [_evaluate_threat(model, model_name, identity, threat, data, store, seed, dev, shard_size,
+                                 progress, executor, with_outputs) for threat in built]
     finally:
-        model.train(was_training)
-    return records
+        for module, mode in modes:  # each submodule's own mode, as the caller left it
+            module.training = mode
 
 
-def _evaluate_threat(model, model_name, fingerprint, threat: Threat, data: DataSlice, store: Store, seed: int,
+def _evaluate_threat(model, model_name, identity: dict[str, str], threat: Threat, data: DataSlice, store: Store, seed: int,
                      dev: torch.device, shard_size: int | None, progress: bool, executor,
                      with_outputs: bool) -> Record:
-    base = {"model_sha256": fingerprint, "threat": threat.canonical, "threat_version": threat.version,
+    base = {**identity, "threat": threat.canonical, "threat_version": threat.version,
             "dataset": data.dataset, "split": data.split, "seed": seed}
+    parts = threat.parts()
+    size = shard_size or shard_size_for(threat, model, data.x[:1].to(dev)) or len(data)
     checksum = data.checksum
-    record_key = _digest(base, _indices_text(data.indices), checksum, shard_size)
+    record_key = _digest(base, _indices_text(data.indices), checksum, size)
     cached = store.get_record(record_key)
     if cached is not None and not with_outputs:
-        return Record.from_dict(cached)
-    size = shard_size or threat.shard_size or len(data)
-    parts = threat.parts()
+        return _named(Record.from_dict(cached), model_name)
     shards: list[list[str]] = []  # per shard, the store keys of its parts
     done: dict[str, Outputs] = {}
     pending = []
@@ -193,12 +215,15 @@ def _evaluate_threat(model, model_name, fingerprint, threat: Threat, data: DataS
         stop = min(start + size, len(data))
         piece = data.part(start, stop)
         shard_key = _digest(base, _indices_text(piece.indices), piece.checksum)
+        # the random stream depends on the seed, the threat and the examples, not on the model: every
+        # model meets the same noise and random starts (paired comparisons)
+        shard_seed = int(_digest(seed, threat.canonical, data.dataset, data.split, _indices_text(piece.indices))[:15], 16)
         keys = []
         for name in parts:
             key = shard_key if name == "" else _digest(shard_key, name)
             outputs = store.get_shard(key)
             if outputs is None:
-                pending.append(ShardTask(start, stop, key, int(shard_key[:15], 16), piece.x, piece.y, name))
+                pending.append(ShardTask(start, stop, key, shard_seed, piece.x, piece.y, name))
             else:
                 done[key] = outputs
             keys.append(key)
@@ -217,7 +242,7 @@ def _evaluate_threat(model, model_name, fingerprint, threat: Threat, data: DataS
     merged = per_shard[0] if len(per_shard) == 1 else {k: np.concatenate([p[k] for p in per_shard])
                                                         for k in per_shard[0]}
     if cached is not None:
-        record = Record.from_dict(cached)
+        record = _named(Record.from_dict(cached), model_name)
         record.outputs = merged
         return record
     provenance = {**_environment(), "model": model_name, **base, "data_sha256": checksum,
@@ -229,4 +254,11 @@ def _evaluate_threat(model, model_name, fingerprint, threat: Threat, data: DataS
     record = Record(model_name, threat.canonical, threat.kind, data.dataset, data.split, len(data),
                     threat.summarize(merged), provenance, merged if with_outputs else None)
     store.put_record(record_key, record.to_dict())
+    return record
+
+
+def _named(record: Record, model_name: str) -> Record:
+    """A cached Record under the name given in this run (the store keys results by identity, not name)."""
+    record.model = model_name
+    record.provenance["model"] = model_name
     return record

@@ -22,12 +22,12 @@ def is_accuracy(value: Any) -> bool:
 HEADLINE_SCALARS = {"mean_accuracy", "relative_drop", "average_certified_radius", "flips_to_target"}
 
 
-def headline(record: Record, detail: bool = True) -> dict[str, Any]:
+def headline(record: Record, detail: bool = True, name: str | None = None) -> dict[str, Any]:
     """Column title -> accuracy dict or number: clean accuracy, every accuracy in the metrics, and
     top-level scalars; nested non-accuracy details (calibration, norms) stay in the JSON. Without
     `detail`, a corruption suite shows its mean accuracy only, not one column per corruption, and only
-    the HEADLINE_SCALARS among the numbers."""
-    name = ThreatSpec.parse(record.threat).name
+    the HEADLINE_SCALARS among the numbers. `name` titles the threat (default: its name)."""
+    name = name or ThreatSpec.parse(record.threat).name
     columns: dict[str, Any] = {}
     for key, value in record.metrics.items():
         if key == "clean_accuracy":
@@ -59,15 +59,37 @@ def format_cell(value: Any, interval: bool = True) -> str:
     return str(value)
 
 
-def grid(records: Iterable[Record], detail: bool = True) -> tuple[list[str], dict[str, dict[str, Any]]]:
-    """Column titles (in first-seen order) and model -> column -> value."""
+def threat_titles(threats: Iterable[str]) -> dict[str, str]:
+    """A distinct title per canonical threat string: its name, plus the parameters in which it differs
+    from other threats of the same name, e.g. ``pgd-linf[steps=5]`` and ``pgd-linf[steps=20]``."""
+    specs = {t: ThreatSpec.parse(t) for t in dict.fromkeys(threats)}
+    titles = {}
+    for threat, spec in specs.items():
+        same = [s for s in specs.values() if s.name == spec.name]
+        differing = sorted({k for s in same for k in set(s.params) | set(spec.params)
+                            if s.params.get(k) != spec.params.get(k)})
+        shown = ThreatSpec(spec.name, {k: spec.params.get(k) for k in differing})
+        titles[threat] = spec.name if not differing else f"{spec.name}[{str(shown).partition(':')[2]}]"
+    return titles
+
+
+def grid(records: Sequence[Record], detail: bool = True) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """Column titles (in first-seen order) and row -> column -> value; every Record has its own cells
+    (threats of the same name are told apart by their parameters, and a model name that comes twice
+    with the same threat gets a numbered row)."""
+    titles = threat_titles(r.threat for r in records)
     columns: list[str] = []
     rows: dict[str, dict[str, Any]] = {}
     for record in records:
-        for title, value in headline(record, detail).items():
+        cells = headline(record, detail, titles[record.threat])
+        row, copy = record.model, 1
+        while any(c in rows.get(row, {}) and c != "clean" for c in cells):
+            copy += 1
+            row = f"{record.model} ({copy})"
+        for title, value in cells.items():
             if title not in columns:
                 columns.append(title)
-            rows.setdefault(record.model, {}).setdefault(title, value)
+            rows.setdefault(row, {}).setdefault(title, value)
     if "clean" in columns:
         columns.remove("clean")
         columns.insert(0, "clean")

@@ -8,8 +8,9 @@ caches and executors distribute; each gets its own seed, so results do not depen
 from __future__ import annotations
 
 import inspect
+import typing
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -17,17 +18,24 @@ from torch import nn
 
 from robench.errors import RobenchError, unknown_name
 from robench.registry import ATTACKS, CORRUPTIONS, DEFENSES
-from robench.spec import ThreatSpec, Value, as_tuple
+from robench.spec import ThreatSpec, Value, conform
 
 REQUIRED = inspect.Parameter.empty
 
 
 class Required:
     """A budget parameter without default, of the given type, e.g. ``{"eps": Required(float)}``;
-    several values may be given as a list."""
+    several values may be given as a list (``eps=0.1|0.2``)."""
 
     def __init__(self, type_: type):
         self.type = type_
+
+
+class Parameter(NamedTuple):
+    """A threat parameter: its default (REQUIRED or a `Required` where there is none) and declared type."""
+
+    default: Value
+    type: Any
 
 Outputs = dict[str, np.ndarray]
 
@@ -38,8 +46,13 @@ class Threat(ABC):
     kind: ClassVar[str]
     #: bump when a change to the code changes results, so stored results become stale
     version: ClassVar[int] = 1
-    #: examples per shard; None evaluates the whole slice as one shard (e.g. weight attacks)
+    #: the most examples per shard; None evaluates the whole slice as one shard (e.g. weight attacks)
     shard_size: ClassVar[int | None] = 500
+    #: True when results draw no randomness (the generator is unused): any subset of the examples gives each one the same outcome
+    deterministic: ClassVar[bool] = False
+    #: forward passes of the model one example costs in one part (with the model's size, it sets the
+    #: shard size, so that a task takes about the same time whatever the threat: see robench.evaluate)
+    cost: float = 1.0
 
     spec: ThreatSpec  # canonical spec, set by build_threat
 
@@ -70,25 +83,46 @@ class Threat(ABC):
         return f"{self.spec.hash}-v{self.version}"
 
 
-def parameters_of(factory: Any) -> dict[str, Value]:
-    """Keyword parameters (name -> default or REQUIRED) of a threat factory's constructor and budget."""
+def parameters_of(factory: Any) -> dict[str, Parameter]:
+    """The keyword parameters of a threat factory's constructor and its budget. A parameter's type is
+    its annotation (in ``__init__`` for hyperparameters, in ``as_threat`` for budget parameters), a
+    `Required` budget's type, else its default's type; values of a tuple type or a `Required` budget
+    may be lists, others are single values."""
     target = factory.__init__ if inspect.isclass(factory) else factory
+    hints = _hints(target)
     params = {
-        name: p.default for name, p in inspect.signature(target).parameters.items()
+        name: Parameter(p.default, hints.get(name, _type_of(p.default)))
+        for name, p in inspect.signature(target).parameters.items()
         if name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
     }
-    params.update(getattr(factory, "budget_parameters", {}))
+    budget_hints = _hints(getattr(factory, "as_threat", None))
+    for name, default in getattr(factory, "budget_parameters", {}).items():
+        declared = tuple[default.type, ...] if isinstance(default, Required) else budget_hints.get(name)
+        params[name] = Parameter(default, declared or _type_of(default))
     return params
 
 
-def _coerce(name: str, value: Value, default: Value) -> Value:
-    if isinstance(default, Required):
-        values = tuple(_coerce(name, v, default.type(0)) for v in as_tuple(value))
-        return values if len(values) > 1 else values[0]
+def _hints(function: Any) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(inspect.unwrap(function))
+    except Exception:  # no annotations to read (a builtin, None) or ones that do not resolve
+        return {}
+
+
+def _type_of(default: Value) -> Any:
+    if default is REQUIRED or default is None:
+        return Any
     if isinstance(default, tuple):
-        return tuple(_coerce(name, v, default[0] if default else None) for v in as_tuple(value))
-    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        return tuple[_type_of(default[0]) if default else Any, ...]
+    return type(default)
+
+
+def _coerce(threat: str, name: str, value: Value, param: Parameter) -> Value:
+    """`value` of parameter `name` checked against its declared type; a `Required` budget stays a single
+    value when one is given, so that ``eps=0.1`` and ``eps=0.1|0.2`` read as written."""
+    value = conform(value, param.type, f"threat {threat!r}: {name}")
+    if isinstance(param.default, Required) and len(value) == 1:
+        return value[0]
     return value
 
 
@@ -105,7 +139,8 @@ def _factory(name: str) -> Any:
 
 
 def build_threat(spec: str | ThreatSpec) -> Threat:
-    """A configured Threat from ``"name:key=value,..."``; unknown keys and missing values are errors."""
+    """A configured Threat from ``"name:key=value,..."``; unknown keys, missing values and values of the
+    wrong type (see `parameters_of`) are errors, raised before anything runs."""
     spec = ThreatSpec.parse(spec) if isinstance(spec, str) else spec
     factory = _factory(spec.name)
     valid = parameters_of(factory)
@@ -113,11 +148,12 @@ def build_threat(spec: str | ThreatSpec) -> Threat:
     if unknown:
         raise RobenchError(f"threat {spec.name!r} has no parameter {', '.join(unknown)}; "
                            f"valid parameters: {', '.join(sorted(valid)) or '(none)'}.")
-    params = {k: _coerce(k, spec.params.get(k, d), d) for k, d in valid.items()}
-    missing = sorted(k for k, v in params.items() if v is REQUIRED or isinstance(v, Required))
+    missing = sorted(k for k, p in valid.items()
+                     if k not in spec.params and (p.default is REQUIRED or isinstance(p.default, Required)))
     if missing:
         raise RobenchError(f"threat {spec.name!r} needs {', '.join(missing)}, e.g. {spec.name}:"
                            + ",".join(f"{k}=..." for k in missing) + ".")
+    params = {k: _coerce(spec.name, k, spec.params.get(k, p.default), p) for k, p in valid.items()}
     threat = factory.as_threat(**params)
     threat.spec = ThreatSpec(spec.name, params)
     return threat
