@@ -49,7 +49,7 @@ def _adapter(cls: type) -> type[FoolboxAttack] | None:
     def __init__(self, **kwargs):
         FoolboxAttack.__init__(self, **kwargs)
 
-    __init__.__signature__ = inspect.signature(cls.__init__)
+    __init__.__wrapped__ = cls.__init__  # its signature and annotations declare the threat's parameters
     return type(f"Foolbox{cls.__name__}", (FoolboxAttack,),
                 {"foolbox_class": cls, "norm": norm, "__init__": __init__, "__doc__": f"foolbox's {cls.__name__}."})
 

@@ -5,6 +5,7 @@ import argparse
 import sys
 import textwrap
 import time
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -61,16 +62,52 @@ def cmd_zoo_train(args: argparse.Namespace) -> None:
 
 
 def _parse_indices(text: str | None) -> list[int] | None:
+    from robench.spec import check_indices
+
     if not text:
         return None
     out: list[int] = []
-    try:
-        for part in text.split(","):
-            lo, sep, hi = part.partition(":")
-            out.extend(range(int(lo), int(hi)) if sep else [int(lo)])
-    except ValueError:
-        raise RobenchError(f"--indices {text!r}: write indices as 0,5,9 or ranges as 0:100.") from None
+    for part in text.split(","):
+        lo, sep, hi = part.partition(":")
+        try:
+            chunk = range(int(lo), int(hi)) if sep else [int(lo)]
+        except ValueError:
+            raise RobenchError(f"--indices {text!r}: write indices as 0,5,9 or ranges as 0:100.") from None
+        if not chunk:
+            raise RobenchError(f"--indices {text!r}: {part} is an empty range; write START:STOP with START < STOP "
+                               "(STOP excluded), e.g. 0:100.")
+        out.extend(chunk)
+    check_indices(out, f"--indices {text!r}")
     return out
+
+
+def _output_path(text: str, *, folder: bool) -> Path:
+    """The --out path `text` of an output folder (or file), refused before any work if it cannot be one."""
+    path = Path(text).expanduser().absolute()
+    if folder and path.exists() and not path.is_dir():
+        raise RobenchError(f"--out {text} is an existing file; give a folder (for records.json, results.md, "
+                           "results.csv and the figures).")
+    if not folder and path.is_dir():
+        raise RobenchError(f"--out {text} is a folder; give the path of the per-example TSV, e.g. "
+                           f"{Path(text) / 'certify.tsv'}.")
+    nearest = next(p for p in (path if folder else path.parent, *path.parents) if p.exists())  # it must hold the rest
+    if not nearest.is_dir():
+        raise RobenchError(f"--out {text} cannot be created: {nearest} is a file, not a folder.")
+    return path
+
+
+def _check_models(models: Sequence[str], dataset: str, args: argparse.Namespace) -> None:
+    """Refuse, before any work, unknown zoo names and zoo models trained on another dataset."""
+    from robench import zoo
+
+    for name in models:
+        if ":" in name:  # package.module:callable
+            continue
+        trained_on = zoo.get(name).dataset
+        if trained_on != dataset and not getattr(args, "allow_dataset_mismatch", False):
+            raise RobenchError(f"zoo model {name!r} was trained on {trained_on}, not {dataset}; evaluate it on "
+                               f"{trained_on} (--dataset {trained_on}), or add --allow-dataset-mismatch to "
+                               f"evaluate it on {dataset} anyway.")
 
 
 def _write_outputs(records, out: Path, curve_title: str = "") -> list[Path]:
@@ -108,7 +145,8 @@ def _run(models: Sequence[str], threats: Sequence[str], args: argparse.Namespace
     from robench.store import Store
     from robench.threats import build_threat
 
-    built = [build_threat(t) for t in threats]  # check every spec before any work starts
+    built = [build_threat(t) for t in threats]  # check every spec and model before any work starts
+    _check_models(models, dataset, args)
     executor = get_executor(getattr(args, "executor", "local"), getattr(args, "address", None),
                             getattr(args, "workers", None), getattr(args, "gpus_per_task", None))
     store = Store(args.store)
@@ -145,10 +183,11 @@ def cmd_run(args: argparse.Namespace) -> None:
         indices, seed = _parse_indices(args.indices), args.seed or 0
     if n is not None and indices is not None:
         n = None if not args.n else n
+    out = _output_path(args.out, folder=True) if args.out else None
     records = _run(models, threats, args, dataset=dataset, split=split, n=n, indices=indices, seed=seed)
     print(tables.render(records, args.format), end="")
-    if args.out:
-        for path in _write_outputs(records, Path(args.out)):
+    if out:
+        for path in _write_outputs(records, out):
             print(f"wrote {path}", file=sys.stderr)
 
 
@@ -163,6 +202,7 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
     from robench import tables
 
     start = time.perf_counter()
+    out = _output_path(args.out, folder=True)
     print(f"robench quickstart: {', '.join(QUICKSTART_MODELS)} on the embedded MNIST digits (mnist-5k, "
           f"first {args.n} test points; {min(QUICKSTART_CERTIFY[1], args.n)} for certification), offline.",
           file=sys.stderr)
@@ -172,7 +212,7 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
     records += _run(QUICKSTART_MODELS, [certify], args, dataset="mnist-5k", split="test",
                     n=min(n_certify, args.n), indices=None, seed=0)
     print(tables.render(records, "table"), end="")
-    for path in _write_outputs(records, Path(args.out), "PGD Linf on mnist-5k"):
+    for path in _write_outputs(records, out, "PGD Linf on mnist-5k"):
         print(f"wrote {path}")
     print(f"done in {time.perf_counter() - start:.0f} s", file=sys.stderr)
 
@@ -265,12 +305,14 @@ def cmd_certify(args: argparse.Namespace) -> None:
 
     threat = build_threat(f"smoothing:sigma={args.sigma},n0={args.n0},n={args.n},alpha={args.alpha},"
                           f"batch={args.batch},precision={args.precision},radii={format_value(tuple(args.radii))}")
+    out = _output_path(args.out, folder=False)
+    _check_models([args.model], args.dataset, args)
     model = zoo.resolve(args.model, weights=args.weights, sha256=args.weights_sha256, data_root=args.data_root,
                         progress=_progress(args))
     record, = evaluate(model, threat, dataset=args.dataset, split=args.split, n=args.n_examples,
                        data_root=args.data_root, store=args.store, seed=args.seed, device=args.device,
                        model_name=args.model, progress=_progress(args), with_outputs=True)
-    summary = write_certification(threat, record.outputs, range(record.n), args.out, label=args.model)
+    summary = write_certification(threat, record.outputs, range(record.n), out, label=args.model)
     print(f"{args.model}, {threat.canonical}, {record.n} examples of {args.dataset} {args.split}:")
     for radius, acc in summary["certified_accuracy"].items():
         print(f"  certified accuracy at r = {radius}: {100 * acc['value']:.1f}% "
@@ -332,6 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
     weights = argparse.ArgumentParser(add_help=False)
     weights.add_argument("--weights", help="weights of a package.module:callable model (safetensors or .pt)")
     weights.add_argument("--weights-sha256", help="expected sha256 of --weights")
+    mismatch = argparse.ArgumentParser(add_help=False)
+    mismatch.add_argument("--allow-dataset-mismatch", action="store_true",
+                          help="evaluate zoo models on another dataset than the one they were trained on")
     fmt = argparse.RawDescriptionHelpFormatter
 
     parser = argparse.ArgumentParser(prog="robench", formatter_class=fmt, parents=[common],
@@ -357,9 +402,10 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--force", action="store_true", help="retrain even if cached")
     z.set_defaults(func=cmd_zoo_train)
 
-    p = sub.add_parser("run", parents=[common, data, store, weights], formatter_class=fmt, epilog=_examples("run"),
+    p = sub.add_parser("run", parents=[common, data, store, weights, mismatch], formatter_class=fmt,
+                       epilog=_examples("run"),
                        help="evaluate models under threats")
-    p.add_argument("spec", nargs="?", help="benchmark file (TOML: models, threats, dataset, split, n, seed)")
+    p.add_argument("spec", nargs="?", help="benchmark file (TOML: models, threats, dataset, split, n, indices, seed)")
     p.add_argument("--model", action="append", help="zoo name or package.module:callable (repeatable)")
     p.add_argument("--threat", action="append", help="threat spec, e.g. pgd-linf:eps=0.1|0.3,steps=40 (repeatable)")
     p.add_argument("--dataset", help="dataset name (robench list datasets; default mnist)")
@@ -388,7 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_corrupt)
 
-    p = sub.add_parser("certify", parents=[common, data, store, weights], formatter_class=fmt, epilog=_examples("certify"),
+    p = sub.add_parser("certify", parents=[common, data, store, weights, mismatch], formatter_class=fmt,
+                       epilog=_examples("certify"),
                        help="randomized smoothing: certify L2 robustness (CERTIFY of Cohen et al. 2019)")
     p.add_argument("--model", required=True, help="zoo name (e.g. mnist-gaussian-0.25) or package.module:callable")
     p.add_argument("--sigma", type=float, default=0.25, help="noise level (default 0.25)")
@@ -445,17 +492,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    kind = "" if category is UserWarning else f"{category.__name__}: "
+    print(f"robench: warning: {kind}{' '.join(str(message).splitlines())}", file=file or sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run the command line `argv`: 0 on success, 2 on bad input (one line on stderr), 130 on Ctrl-C.
+    Warnings print as one line each."""
+    args = None
     try:
-        args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            args = build_parser().parse_args(argv)
+            if getattr(args, "device", None):
+                from robench.inference import resolve_device
+
+                resolve_device(args.device)
+            args.func(args)
     except RobenchError as exc:
-        if args.debug:
+        if args is not None and args.debug:
             raise
-        print(f"robench: error: {exc}", file=sys.stderr)
+        print(f"robench: error: {' '.join(str(exc).splitlines())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("robench: interrupted; finished work is kept in the results store.", file=sys.stderr)
+        resumes = "; finished shards are in the results store, so the same command resumes where it stopped"
+        print(f"robench: interrupted{resumes if hasattr(args, 'store') else ''}.", file=sys.stderr)
         return 130
     return 0
 

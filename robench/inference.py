@@ -1,10 +1,34 @@
-"""Checks on inputs and model outputs, and batched prediction, shared by every threat."""
+"""Checks on devices, inputs, models and their outputs, and batched prediction, shared by every threat."""
 from __future__ import annotations
+
+import warnings
 
 import torch
 from torch import nn
 
 from robench.errors import RobenchError
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """`device` as a torch.device (None: cuda if available, else cpu); an error unless it exists here."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise RobenchError(f"device {str(device)!r} is not a torch device; give cpu, cuda or cuda:N.") from None
+    if dev.type == "cpu":
+        return dev
+    backend = getattr(torch, dev.type, None)  # torch.cuda, torch.mps, torch.xpu
+    count = backend.device_count() if hasattr(backend, "is_available") and backend.is_available() else 0
+    if not count:
+        hint = " (torch.cuda.is_available() is False: check the GPU driver and CUDA_VISIBLE_DEVICES)"
+        raise RobenchError(f"device {str(device)!r}: no {dev.type.upper()} device is visible here"
+                           f"{hint if dev.type == 'cuda' else ''}; use --device cpu.")
+    if dev.index is not None and dev.index >= count:
+        raise RobenchError(f"device {str(device)!r} does not exist: {count} {dev.type.upper()} device(s) are "
+                           f"visible, {dev.type}:0 to {dev.type}:{count - 1}.")
+    return dev
 
 
 def check_images(x: torch.Tensor, y: torch.Tensor | None = None) -> None:
@@ -20,10 +44,34 @@ def check_images(x: torch.Tensor, y: torch.Tensor | None = None) -> None:
 
 
 def check_logits(logits: torch.Tensor, n: int) -> None:
-    """Raise unless a model's output is (n, classes)."""
+    """Raise unless a model's output is finite (n, classes)."""
     if not torch.is_tensor(logits) or logits.dim() != 2 or len(logits) != n:
         raise RobenchError(f"the model must return logits of shape (N, classes) = ({n}, K); got "
                            f"{tuple(getattr(logits, 'shape', ())) or type(logits).__name__}.")
+    bad = int((~torch.isfinite(logits)).any(1).sum())
+    if bad:
+        raise RobenchError(f"the model returned NaN or infinite logits for {bad} of {n} examples; check its weights "
+                           "(a diverged training run) and its forward pass (a division by zero, a log of 0).")
+
+
+def warn_if_probabilities(logits: torch.Tensor) -> None:
+    """Warn when a model's outputs (N, classes) look like probabilities (each row in [0, 1], summing to
+    1) rather than logits: the calibration metrics apply softmax to them and gradient attacks weaken."""
+    if len(logits) and logits.min() >= 0 and logits.max() <= 1 and torch.allclose(
+            logits.sum(1), torch.ones(len(logits), dtype=logits.dtype, device=logits.device), atol=1e-4):
+        warnings.warn("the model's outputs look like probabilities (rows in [0, 1] summing to 1), not logits: "
+                      "accuracy is unaffected, but NLL, Brier and ECE apply softmax to them and come out wrong, "
+                      "and gradient attacks are weakened; remove the final softmax so the model returns logits.",
+                      stacklevel=2)
+
+
+def check_weights(model: nn.Module) -> None:
+    """Raise, naming the first one, if a floating parameter or buffer of `model` holds NaN or inf."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise RobenchError(f"the model's {name} holds {bad} NaN or infinite value(s) of {tensor.numel()}; "
+                               "the weights are corrupt or their training diverged: retrain or fetch them again.")
 
 
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:

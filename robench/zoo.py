@@ -92,26 +92,84 @@ class ModelEntry:
 
 
 def load_weights(path: str | Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
-    """A state dict from safetensors (or a weights-only torch checkpoint), checked against `sha256`."""
-    path = Path(path)
+    """A state dict from safetensors or a weights-only torch checkpoint (told apart by their first bytes),
+    checked against `sha256` (64 hex digits, either case)."""
+    path, expected = Path(path), _sha256(sha256)
     if not path.is_file():
         raise RobenchError(f"weights file {path} does not exist.")
-    if sha256 is not None:
+    if expected is not None:
         got = file_digest(path, "sha256")
-        if got != sha256:
-            raise RobenchError(f"checksum mismatch for {path}: sha256 {got}, expected {sha256}. "
+        if got != expected:
+            raise RobenchError(f"checksum mismatch for {path}: sha256 {got}, expected {expected}. "
                                "The file is corrupt or not the one expected; delete it and fetch or train it again.")
+    kind = _weights_format(path)
     try:
-        if path.suffix == ".safetensors":
-            return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        if kind == "safetensors":
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise RobenchError(f"cannot read weights from {path}: {exc}") from None
+        hint = "" if kind == "safetensors" else " (robench loads tensors only: save model.state_dict(), not the model)"
+        raise RobenchError(f"cannot read {kind} weights from {path}: {_first_line(exc)}{hint}") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise RobenchError(f"{path} does not hold a state dict.")
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise RobenchError(f"{path} does not hold a state dict (a dict of tensors); save model.state_dict().")
     return state
+
+
+def _sha256(digest: str | None) -> str | None:
+    """`digest` in lower case; an error unless it is 64 hex digits."""
+    if digest is None:
+        return None
+    text = digest.strip().lower()
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise RobenchError(f"sha256 {digest!r} is not 64 hexadecimal digits; give the whole digest, as "
+                           "`sha256sum FILE` prints it.")
+    return text
+
+
+def _weights_format(path: Path) -> str:
+    """The format of the weights file at `path`, from its first bytes: "safetensors" or "torch" (a zip or
+    pickle checkpoint)."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not head:
+        raise RobenchError(f"weights file {path} is empty (0 bytes): its saving or download was cut short; "
+                           "save or fetch it again.")
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):
+        return "torch"
+    if head[8:9] == b"{":  # an 8-byte header length, then the JSON header
+        return "safetensors"
+    raise RobenchError(f"{path} is neither a safetensors file nor a torch checkpoint (it begins {head[:12]!r}); "
+                       "save weights with safetensors.torch.save_file or torch.save(model.state_dict(), path).")
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """Load `state` into `model`; if it does not fit, raise naming (a few of) the missing, unexpected
+    and mis-shaped keys, with their counts. `what` names the weights and the model for the message."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    misshaped = [f"{k} {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} in the model"
+                 for k in own if k in state and state[k].shape != own[k].shape]
+    problems = [f"{len(keys)} {label} ({_few(keys)})" for label, keys in
+                (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)) if keys]
+    if problems:
+        raise RobenchError(f"{what}: the keys do not match: {'; '.join(problems)}.")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise RobenchError(f"{what}: {_first_line(exc)}") from None
+
+
+def _few(items: list[str], shown: int = 3) -> str:
+    return ", ".join(items[:shown]) + (f", and {len(items) - shown} more" if len(items) > shown else "")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
 def fetch_weights(source: str, sha256: str | None) -> Path:
@@ -140,23 +198,43 @@ def load_user_model(target: str, weights: str | None = None, sha256: str | None 
         raise RobenchError(f"model {target!r} is neither a zoo name nor package.module:callable "
                            "(see `robench zoo list`).")
     try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise RobenchError(f"cannot import {target}: {exc}. Is the package on PYTHONPATH?") from None
-    model = factory()
+        module = importlib.import_module(module_name)
+    except SyntaxError as exc:
+        raise RobenchError(f"cannot import {target}: syntax error in {exc.filename}, line {exc.lineno}: "
+                           f"{exc.msg}.") from exc
+    except ImportError as exc:
+        raise RobenchError(f"cannot import {target}: {exc}. Is the package on PYTHONPATH?") from exc
+    except Exception as exc:
+        raise RobenchError(f"cannot import {target}: importing {module_name} raised {_first_line(exc)}"
+                           f"{_where(exc)}.") from exc
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise RobenchError(f"cannot import {target}: {module_name} ({getattr(module, '__file__', '?')}) has no "
+                           f"callable {attr!r}.")
+    try:
+        model = factory()
+    except Exception as exc:
+        raise RobenchError(f"{target}: calling {attr}() raised {_first_line(exc)}{_where(exc)}.") from exc
     if not isinstance(model, nn.Module):
         raise RobenchError(f"{target} returned {type(model).__name__}, not a torch.nn.Module.")
     if weights:
-        try:
-            model.load_state_dict(load_weights(weights, sha256))
-        except RuntimeError as exc:
-            raise RobenchError(f"weights {weights} do not fit {target}: {str(exc).splitlines()[0]}") from None
+        load_state(model, load_weights(weights, sha256), f"weights {weights} do not fit {target}")
     return model.eval()
+
+
+def _where(exc: BaseException) -> str:
+    """Where in the user's code `exc` was raised, as " (at file:line)"; "" if it was raised by the call."""
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename != __file__]
+    return f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
 
 
 def resolve(name: str, *, weights: str | None = None, sha256: str | None = None, data_root: str | None = None,
             progress: bool = True) -> nn.Module:
     """A zoo entry by name (trained and cached on first use) or a user's ``package.module:callable``."""
+    if sha256 and not weights:
+        raise RobenchError("--weights-sha256 checks a --weights file; give --weights too.")
     if ":" in name:
         return load_user_model(name, weights, sha256)
     if weights:

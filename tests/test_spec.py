@@ -1,7 +1,9 @@
+from typing import Literal
+
 import pytest
 
 from robench.errors import RobenchError
-from robench.spec import Benchmark, ThreatSpec
+from robench.spec import Benchmark, ThreatSpec, conform
 from robench.threats import build_threat
 
 
@@ -50,3 +52,34 @@ def test_benchmark_file(tmp_path):
     path.write_text('models = [\n')
     with pytest.raises(RobenchError, match="not valid TOML"):
         Benchmark.load(path)
+
+
+@pytest.mark.parametrize("value, hint, expected", [
+    (3, float, 3.0),
+    (3, int | float, 3),
+    (None, float | None, None),
+    ("fog", tuple[str, ...], ("fog",)),
+    ((1, 2), tuple[float, ...], (1.0, 2.0)),
+    ([1, 2], list[int] | None, [1, 2]),
+    ("bf16", Literal["fp32", "bf16"], "bf16"),
+    (False, bool, False),
+])
+def test_conform_accepts_and_normalises(value, hint, expected):
+    got = conform(value, hint, "x")
+    assert got == expected and type(got) is type(expected)
+
+
+@pytest.mark.parametrize("value, hint, message", [
+    (True, int, "x must be an integer; got true"),
+    (True, float, "x must be a finite number; got true"),
+    (1, bool, "x must be true or false; got 1"),
+    ("3", int, "x must be an integer; got '3'"),
+    (None, float, "x must be a finite number; got none"),
+    (float("inf"), float, "x must be a finite number; got inf"),
+    ((1, 2), int, "x must be an integer; got the list 1|2"),
+    ("fp8", Literal["fp32", "bf16"], "x must be one of fp32, bf16; got 'fp8'"),
+    ((1,), tuple[int, int], r"x must be a list of 2 values \(an integer, an integer\)"),
+])
+def test_conform_refuses_with_the_declared_type(value, hint, message):
+    with pytest.raises(RobenchError, match=message):
+        conform(value, hint, "x")
