@@ -329,6 +329,7 @@ class Scale(_Graded):
     """The digit shrunk about the centre to 90, 80, 70, 60, 50 %."""
 
     name = "scale"
+    deterministic = True
     levels = (0.9, 0.8, 0.7, 0.6, 0.5)
 
     def __init__(self, *, severity: int = 3):
@@ -365,6 +366,7 @@ class Brightness(_Graded):
     """+c on the HSV value channel, c = 0.1 .. 0.5 (for grey: add and clip, then the RGB->grey weights)."""
 
     name = "brightness"
+    deterministic = True
     levels = (0.1, 0.2, 0.3, 0.4, 0.5)
 
     def __init__(self, *, severity: int = 5):
@@ -383,6 +385,7 @@ class Stripe(MnistCCorruption):
     """Columns 0-6 and 21-27 inverted."""
 
     name = "stripe"
+    deterministic = True
 
     def apply(self, images, generator):
         x = _grey(images)
@@ -657,6 +660,7 @@ class CannyEdges(MnistCCorruption):
     """The Canny edge map of the digit (white edges on black)."""
 
     name = "canny_edges"
+    deterministic = True
 
     def apply(self, images, generator):
         return _to_images(_in_chunks(canny, _grey(images)).astype(np.float64), images)

@@ -249,28 +249,30 @@ def cmd_leaderboard_verify(args: argparse.Namespace) -> None:
         return zoo.resolve(args.model_target, weights=args.weights, sha256=args.weights_sha256)
 
     loader = submitted_model if args.model_target else None
-    verdicts, indices, seed = leaderboard.verify(args.name, args.model, n=args.n, seed=args.seed,
-                                                 device=args.device, data_root=args.data_root, loader=loader,
-                                                 progress=_progress(args))
-    print(f"{args.model} on {args.name}: {len(indices)} examples drawn with --seed {seed}")
-    for v in verdicts:
+    result = leaderboard.verify(args.name, args.model, n=args.n, seed=args.seed, device=args.device,
+                                data_root=args.data_root, loader=loader, progress=_progress(args),
+                                log=lambda s: print(f"WARNING: {s}", flush=True))
+    print(f"{args.model} on {args.name}: {len(result.indices)} examples drawn with --seed {result.seed}; the weights "
+          + ("are the entry's" if result.weights_match else "DIFFER from the entry's (counts compared only)"))
+    for v in result.verdicts:
         print(f"{'ok  ' if v.ok else 'FAIL'} {v.threat.split(':')[0]:<15} {v.metric:<32} "
-              f"entry {format_cell(v.entry):<22} sample {format_cell(v.sample)}")
-    bad = [v for v in verdicts if not v.ok]
+              f"entry {format_cell(v.entry):<22} sample {format_cell(v.sample):<22} {v.how}")
+    bad = [v for v in result.verdicts if not v.ok]
     if bad:
-        raise RobenchError(f"{len(bad)} of {len(verdicts)} accuracies of the sample fall outside the entry's "
-                           "95% interval (the intervals do not overlap).")
+        raise RobenchError(f"{len(bad)} of {len(result.verdicts)} accuracies of the sample disagree with the entry "
+                           f"(exact test p < {leaderboard.P_THRESHOLD}, or per-example outcomes that differ).")
 
 
 def cmd_leaderboard_submit(args: argparse.Namespace) -> None:
     from robench import leaderboard, zoo
     from robench.data import file_digest
 
+    name = args.model.rsplit(":", 1)[-1].replace(".", "-") if args.as_name is None else args.as_name
+    leaderboard.check_entry_name(name)
     model = zoo.resolve(args.model, weights=args.weights, sha256=args.weights_sha256, data_root=args.data_root)
     source = {"model": args.model}
     if args.weights:
         source.update(weights=Path(args.weights).name, weights_sha256=file_digest(Path(args.weights), "sha256"))
-    name = args.as_name or args.model.rsplit(":", 1)[-1].replace(".", "-")
     path = leaderboard.submit(args.name, model, name, source=source, out=args.out, store=args.store,
                               device=args.device, data_root=args.data_root, progress=_progress(args))
     print(f"wrote {path}: copy it to leaderboards/{args.name}/entries/{name}.json, add {name!r} to the models "
@@ -471,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("names", nargs="*", metavar="NAME", help="leaderboard names or folders (default: all)")
     lb.set_defaults(func=cmd_leaderboard_check)
     lb = lsub.add_parser("verify", parents=[common, data, weights],
-                         help="recompute a random sample of an entry and compare with its intervals")
+                         help="recompute a random sample of an entry and compare it with the entry's counts")
     lb.add_argument("name", help="leaderboard name or folder")
     lb.add_argument("model", help="the entry's model name")
     lb.add_argument("--n", type=int, default=100, help="examples to recompute (default 100)")
@@ -482,7 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="evaluate your model under a leaderboard's exact protocol and write an entry file")
     lb.add_argument("name", help="leaderboard name or folder")
     lb.add_argument("--model", required=True, help="package.module:callable returning an nn.Module")
-    lb.add_argument("--as", dest="as_name", help="the model's name on the leaderboard (default: the callable)")
+    lb.add_argument("--as", dest="as_name", help="the model's name on the leaderboard, its entry's file name: "
+                    "ASCII letters, digits, '.', '_', '-' (default: the callable)")
     lb.add_argument("--out", help="entry file to write (default NAME.json in the current folder)")
     lb.set_defaults(func=cmd_leaderboard_submit)
     lb = lsub.add_parser("show", parents=[common], help="print a leaderboard's headline table for papers")

@@ -15,6 +15,7 @@ import hashlib
 import html
 import json
 import math
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,12 @@ from robench.tables import format_cell, is_accuracy, render_grid
 ENTRY_FORMAT = 1
 RENDERED = ("README.md", "index.html")
 FIGURES = "figures"
+#: a Record's optional per-example outcomes: metric path -> the correct mask (example i of the slice at bit i,
+#: numpy.packbits little bit order), base64; written for the accuracies of deterministic threats
+OUTCOMES = "per_example_correct"
+#: `verify` fails an accuracy whose two-sided hypergeometric p-value is below this
+P_THRESHOLD = 0.001
+_SAFE_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,98}[A-Za-z0-9_-])?")
 
 
 def root() -> Path:
@@ -150,6 +157,104 @@ def record_problem(spec: Spec, record: dict[str, Any] | None, threat: str, versi
     return None
 
 
+def check_entry_name(name: str) -> str:
+    """`name` if it is safe as an entry's file name (entries/NAME.json), else a RobenchError."""
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or ".." in name:
+        raise RobenchError(f"entry name {name!r} is not a safe file name: use 1 to 100 ASCII letters, digits, "
+                           "'.', '_' and '-', starting with a letter or digit, not ending with '.', without '..'.")
+    return name
+
+
+def _accuracies(metrics: Any, prefix: str = "") -> dict[str, dict[str, Any]]:
+    """metric path ("robust_accuracy/0.1") -> every accuracy dict in a Record's metrics."""
+    out = {}
+    items = metrics.items() if isinstance(metrics, dict) else enumerate(metrics) if isinstance(metrics, list) else ()
+    for key, value in items:
+        if is_accuracy(value):
+            out[f"{prefix}{key}"] = value
+        elif isinstance(value, (dict, list)):
+            out.update(_accuracies(value, f"{prefix}{key}/"))
+    return out
+
+
+def _unpack(text: str, n: int) -> Any:
+    import numpy as np
+
+    raw = np.frombuffer(base64.b64decode(text, validate=True), dtype=np.uint8)
+    if len(raw) != -(-n // 8):
+        raise ValueError(f"{len(raw)} bytes for {n} examples")
+    return np.unpackbits(raw, bitorder="little").astype(bool)
+
+
+def accuracy_problems(spec: Spec, model: str, record: dict[str, Any]) -> list[str]:
+    """Where a Record contradicts itself: an accuracy whose value is not correct/n, whose interval is not the
+    Clopper-Pearson one of its counts, whose n is not the protocol's (for a record under the protocol), or
+    whose per-example outcomes do not add up to its count."""
+    from robench.metrics import clopper_pearson
+
+    where = f"{model}: {str(record.get('threat')).split(':')[0]}"
+    on_slice = record.get("provenance", {}).get("indices") == f"0:{spec.n}"
+    out = [f"{where}: record n {record.get('n')}, the protocol's n is {spec.n}"] if (
+        on_slice and record.get("n") != spec.n) else []
+    accuracies = _accuracies(record.get("metrics", {}))
+    for path, acc in accuracies.items():
+        k, n, value, ci = acc.get("correct"), acc["n"], acc["value"], acc["ci95"]
+        if not (isinstance(k, int) and isinstance(n, int) and 0 <= k <= n and n > 0):
+            out.append(f"{where} {path}: correct {k!r} of n {n!r} are not counts")
+            continue
+        if value != k / n:
+            out.append(f"{where} {path}: value {value!r} stored, {k / n!r} recomputed (correct/n = {k}/{n})")
+        want = list(clopper_pearson(k, n))
+        if not (isinstance(ci, list) and len(ci) == 2 and all(abs(a - b) <= 1e-9 for a, b in zip(ci, want))):
+            out.append(f"{where} {path}: ci95 {ci!r} stored, {want!r} recomputed (Clopper-Pearson of {k}/{n})")
+        if on_slice and n != spec.n:
+            out.append(f"{where} {path}: n {n} stored, the protocol's n is {spec.n}")
+    for path, text in record.get(OUTCOMES, {}).items():
+        acc = accuracies.get(path)
+        try:
+            count = int(_unpack(text, acc["n"]).sum()) if acc else None
+        except (ValueError, TypeError) as exc:
+            out.append(f"{where} {path}: {OUTCOMES} is not a packed mask of {acc['n']} examples ({exc})")
+            continue
+        if count is None or count != acc.get("correct"):
+            out.append(f"{where} {path}: {OUTCOMES} counts {count} correct, the accuracy {acc and acc.get('correct')}")
+    return out
+
+
+def outcome_masks(threat: Any, outputs: dict[str, Any]) -> dict[str, Any]:
+    """metric path -> per-example correct mask, for the accuracies that the deterministic parts of `threat`
+    report (Threat.deterministic: no randomness, so any sample of the examples recomputes them exactly),
+    from its per-example `outputs` (each example summarized on its own); {} for a random threat."""
+    import numpy as np
+
+    masks: dict[str, Any] = {}
+    n = len(next(iter(outputs.values()), ()))
+    for part in threat.parts().values():
+        if not getattr(part, "deterministic", False) or not n:
+            continue
+        try:
+            each = [_accuracies(part.summarize({k: v[i:i + 1] for k, v in outputs.items()})) for i in range(n)]
+        except Exception:  # noqa: BLE001 - a threat whose summary needs more than one example: no digest
+            continue
+        masks.update({path: np.array([e[path]["correct"] == 1 for e in each]) for path in each[0]})
+    return masks
+
+
+def with_outcomes(record: Any, threat: Any) -> dict[str, Any]:
+    """A fresh Record (evaluated with outputs) as a dict, with the per-example outcomes of its deterministic
+    accuracies packed in (those whose mask adds up to the accuracy's count)."""
+    import numpy as np
+
+    data = record.to_dict()
+    accuracies = _accuracies(data["metrics"])
+    packed = {path: base64.b64encode(np.packbits(mask, bitorder="little").tobytes()).decode()
+              for path, mask in outcome_masks(threat, record.outputs or {}).items()
+              if path in accuracies and int(mask.sum()) == accuracies[path]["correct"]}
+    if packed:
+        data[OUTCOMES] = packed
+    return data
+
+
 @dataclass
 class Leaderboard:
     folder: Path
@@ -171,6 +276,10 @@ class Leaderboard:
     def records(self, model: str) -> dict[str, dict[str, Any]]:
         """threat canonical string -> Record dict of a model's entry."""
         return {r["threat"]: r for r in self.entries.get(model, {}).get("records", [])}
+
+    def inconsistencies(self, model: str) -> list[str]:
+        """Where `model`'s entry contradicts itself (see accuracy_problems)."""
+        return [p for r in self.entries.get(model, {}).get("records", []) for p in accuracy_problems(self.spec, model, r)]
 
     def threat_versions(self) -> dict[str, int]:
         from robench.threats import build_threat
@@ -200,6 +309,7 @@ class Leaderboard:
             extra = sorted(set(records) - set(self.spec.threats))
             if extra:
                 out.append(f"{model}: records for threats not in the spec: {', '.join(extra)}")
+            out += self.inconsistencies(model)
         for model in sorted(set(self.entries) - set(self.spec.models)):
             out.append(f"entries/{model}.json: model not listed in the spec's models")
         return out
@@ -669,7 +779,8 @@ def update(name: str | Path, *, store: Any = None, device: str | None = None, da
            loader: Loader | None = None, progress: bool = False, models: Sequence[str] | None = None,
            log: Callable[[str], None] = lambda s: None) -> Leaderboard:
     """Compute every missing or stale Record of the spec's models (stale: another protocol, an older
-    threat version, or other weights) through the results store, write the entries and re-render."""
+    threat version, or other weights) through the results store, write the entries and re-render.
+    An entry that contradicts itself (see accuracy_problems) is refused before anything is computed."""
     from robench.evaluate import evaluate, model_fingerprint
     from robench.store import Store
     from robench.threats import build_threat
@@ -679,6 +790,7 @@ def update(name: str | Path, *, store: Any = None, device: str | None = None, da
     problems = lb.spec.problems()
     if problems:
         raise RobenchError(f"{lb.folder / 'spec.toml'}: " + "; ".join(problems))
+    _refuse_inconsistent(lb)
     store = store if isinstance(store, Store) else Store(store)
     versions = lb.threat_versions()
     load = loader or (lambda m: _zoo_loader(m, data_root, progress))
@@ -696,12 +808,17 @@ def update(name: str | Path, *, store: Any = None, device: str | None = None, da
         if not todo and entry and entry.get("protocol") == lb.spec.protocol:
             log(f"{model_name}: up to date")
             continue
+        old = sorted({str(r.get("provenance", {}).get("model_sha256"))[:12] for r in records.values()})
+        if old and sha[:12] not in old:
+            log(f"{model_name}: weights {sha[:12]} differ from the entry's {', '.join(old)} (trained on another "
+                "CPU or torch build? see leaderboards/README.md): recomputing every record")
         for t in todo:
             log(f"{model_name}: {t.split(':')[0]} ({record_problem(lb.spec, records.get(t), t, versions, sha)})")
-        fresh = evaluate(model, [build_threat(t) for t in todo], dataset=lb.spec.dataset, split=lb.spec.split,
-                         n=lb.spec.n, data_root=data_root, store=store, seed=lb.spec.seed, device=device,
-                         model_name=model_name, progress=progress)
-        by_threat = {**records, **{r.threat: r.to_dict() for r in fresh}}
+        built = [build_threat(t) for t in todo]
+        fresh = evaluate(model, built, dataset=lb.spec.dataset, split=lb.spec.split, n=lb.spec.n,
+                         data_root=data_root, store=store, seed=lb.spec.seed, device=device, model_name=model_name,
+                         progress=progress, with_outputs=True)
+        by_threat = {**records, **{r.threat: with_outcomes(r, t) for r, t in zip(fresh, built)}}
         for rec in by_threat.values():
             rec["model"] = model_name
             rec["provenance"]["model"] = model_name
@@ -710,9 +827,19 @@ def update(name: str | Path, *, store: Any = None, device: str | None = None, da
         text = dump_entry(entry)
         atomic_write(entry_path(lb.folder, model_name), text)
         lb.entries[model_name] = json.loads(text)  # render exactly what `check` will read back
+    _refuse_inconsistent(lb)
     for path in lb.render_to_disk():
         log(f"wrote {path}")
     return lb
+
+
+def _refuse_inconsistent(lb: Leaderboard) -> None:
+    for model in lb.spec.models:
+        problems = lb.inconsistencies(model)
+        if problems:
+            raise RobenchError(f"entry {model} of {lb.spec.name} contradicts itself (edited by hand?), so it is not "
+                               f"rendered: {'; '.join(problems)}. Restore entries/{model}.json, or delete it to "
+                               "recompute it.")
 
 
 def submit(name: str | Path, model: Any, model_name: str, *, source: dict[str, Any], out: str | Path | None = None,
@@ -724,54 +851,100 @@ def submit(name: str | Path, model: Any, model_name: str, *, source: dict[str, A
     from robench.threats import build_threat
     from robench.files import atomic_write
 
+    check_entry_name(model_name)
     lb = Leaderboard.load(name)
-    records = evaluate(model, [build_threat(t) for t in lb.spec.threats], dataset=lb.spec.dataset,
-                       split=lb.spec.split, n=lb.spec.n, data_root=data_root, store=store, seed=lb.spec.seed,
-                       device=device, model_name=model_name, progress=progress)
+    built = [build_threat(t) for t in lb.spec.threats]
+    records = evaluate(model, built, dataset=lb.spec.dataset, split=lb.spec.split, n=lb.spec.n, data_root=data_root,
+                       store=store, seed=lb.spec.seed, device=device, model_name=model_name, progress=progress,
+                       with_outputs=True)
     stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    entry = make_entry(lb.spec, model_name, records, {**source, "submitted": stamp})
+    entry = make_entry(lb.spec, model_name, [with_outcomes(r, t) for r, t in zip(records, built)],
+                       {**source, "submitted": stamp})
     path = Path(out) if out else Path(f"{model_name}.json")
     atomic_write(path, dump_entry(entry))
     return path
 
 
+def hypergeom_p(k: int, n: int, K: int, N: int) -> float:
+    """Two-sided p-value of k correct among n examples drawn without replacement from N of which K are
+    correct: the probability of a count no more likely than k (scipy.stats.hypergeom)."""
+    import numpy as np
+    from scipy.stats import hypergeom
+
+    if not (0 <= K <= N and 0 <= n <= N):
+        return 0.0
+    dist = hypergeom(N, K, n)
+    pmf = dist.pmf(np.arange(max(0, n - (N - K)), min(n, K) + 1))
+    return float(min(1.0, pmf[pmf <= dist.pmf(k) * (1 + 1e-7)].sum()))
+
+
 @dataclass
 class Verdict:
+    """One accuracy of the sample against the entry's: by the exact test of its count, or, for a
+    deterministic threat's accuracy with per-example outcomes in the entry, example by example."""
+
     threat: str
     metric: str
     entry: dict[str, Any]
     sample: dict[str, Any]
+    #: two-sided hypergeometric p-value of the sample's count under the entry's per-example outcomes
+    p: float = 1.0
+    #: examples (slice indices) whose outcome differs from the entry's; None where not compared one by one
+    mismatches: list[int] | None = None
 
     @property
     def ok(self) -> bool:
-        """The sample's 95% interval overlaps the entry's."""
-        return self.sample["ci95"][0] <= self.entry["ci95"][1] and self.entry["ci95"][0] <= self.sample["ci95"][1]
+        return not self.mismatches if self.mismatches is not None else self.p >= P_THRESHOLD
+
+    @property
+    def how(self) -> str:
+        if self.mismatches is None:
+            return f"exact test p={self.p:.3g}"
+        if not self.mismatches:
+            return f"same outcome on all {self.sample['n']} examples"
+        shown = ", ".join(map(str, self.mismatches[:10])) + (", ..." if len(self.mismatches) > 10 else "")
+        return f"outcome differs on {len(self.mismatches)} examples: {shown}"
 
 
-def _accuracies(metrics: dict[str, Any], prefix: str = "") -> dict[str, dict[str, Any]]:
-    out = {}
-    for key, value in metrics.items():
-        if is_accuracy(value):
-            out[prefix + key] = value
-        elif isinstance(value, dict):
-            out.update(_accuracies(value, f"{prefix}{key}/"))
-    return out
+@dataclass
+class Verification:
+    verdicts: list[Verdict]
+    indices: list[int]
+    seed: int
+    #: the model's weights fingerprint and the entry's (model_sha256 of its records)
+    model_sha256: str
+    entry_sha256: list[str]
+
+    @property
+    def weights_match(self) -> bool:
+        return self.entry_sha256 == [self.model_sha256]
+
+    @property
+    def ok(self) -> bool:
+        return all(v.ok for v in self.verdicts)
 
 
 def verify(name: str | Path, model_name: str, *, n: int = 100, seed: int | None = None, device: str | None = None,
-           data_root: str | None = None, loader: Loader | None = None, progress: bool = False) -> tuple[list[Verdict], list[int], int]:
+           data_root: str | None = None, loader: Loader | None = None, progress: bool = False,
+           log: Callable[[str], None] = lambda s: None) -> Verification:
     """Recompute `n` randomly drawn examples of an entry (per-example threats only; whole-slice threats such
-    as bit flips are left out) with a fresh store, and compare each accuracy with the entry's.
-    Returns the verdicts, the sampled indices and the seed that drew them."""
+    as bit flips are left out) with a fresh store, and compare each accuracy with the entry's: example by
+    example where the entry has per-example outcomes of a deterministic threat and the weights are the
+    entry's, else by the exact (hypergeometric) test of the count. Says through `log`, before evaluating,
+    when the model's weights are not the entry's."""
     import numpy as np
 
-    from robench.evaluate import evaluate
+    from robench.evaluate import evaluate, model_fingerprint
     from robench.store import Store
     from robench.threats import build_threat
 
     lb = Leaderboard.load(name)
     if model_name not in lb.entries:
         raise RobenchError(f"{lb.spec.name} has no entry for {model_name!r}; entries: {', '.join(lb.entries)}.")
+    problems = lb.inconsistencies(model_name)
+    if problems:
+        raise RobenchError(f"entry {model_name} contradicts itself, so there is nothing to verify: "
+                           + "; ".join(problems))
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % (2 ** 31))
     rng = np.random.default_rng(seed)
@@ -782,14 +955,29 @@ def verify(name: str | Path, model_name: str, *, n: int = 100, seed: int | None 
     if not threats:
         raise RobenchError(f"{model_name}'s entry has no per-example threat to verify.")
     model = (loader or (lambda m: _zoo_loader(m, data_root, progress)))(model_name)
+    sha = model_fingerprint(model)
+    entry_sha = sorted({str(r.get("provenance", {}).get("model_sha256")) for r in records.values()})
+    if entry_sha != [sha]:
+        log(f"{model_name}: the weights differ from the entry's: model sha256 {sha[:16]}, entry "
+            f"{', '.join(s[:16] for s in entry_sha)} (trained on another CPU or torch build? see "
+            "leaderboards/README.md); comparing counts only, not example by example")
     with tempfile.TemporaryDirectory() as tmp:
         fresh = evaluate(model, threats, dataset=lb.spec.dataset, split=lb.spec.split, indices=indices,
                          data_root=data_root, store=Store(Path(tmp) / "verify.sqlite"), seed=lb.spec.seed,
-                         device=device, model_name=model_name, progress=progress)
+                         device=device, model_name=model_name, progress=progress, with_outputs=True)
     verdicts = []
-    for record in fresh:
-        stored = _accuracies(records[record.threat]["metrics"])
+    for record, threat in zip(fresh, threats):
+        stored = records[record.threat]
+        entry_acc = _accuracies(stored["metrics"])
+        masks = outcome_masks(threat, record.outputs or {}) if entry_sha == [sha] else {}
         for metric, value in _accuracies(record.metrics).items():
-            if metric in stored:
-                verdicts.append(Verdict(record.threat, metric, stored[metric], value))
-    return verdicts, indices, seed
+            if metric not in entry_acc:
+                continue
+            want = entry_acc[metric]
+            verdict = Verdict(record.threat, metric, want, value,
+                              hypergeom_p(value["correct"], value["n"], want["correct"], want["n"]))
+            if metric in masks and metric in stored.get(OUTCOMES, {}):
+                expected = _unpack(stored[OUTCOMES][metric], want["n"])[indices]
+                verdict.mismatches = [i for i, a, b in zip(indices, masks[metric], expected) if a != b]
+            verdicts.append(verdict)
+    return Verification(verdicts, indices, seed, sha, entry_sha)

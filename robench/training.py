@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +14,23 @@ from tqdm.auto import tqdm
 from robench.data import DataSplit
 from robench.errors import RobenchError
 from robench.registry import DEFENSES
+
+#: torch threads while training. CPU kernels split their float sums across threads, so the weights depend
+#: on the thread count (on 2 cores the default of 2 gives other weights than 1); with one thread they depend
+#: only on torch's build and the CPU's instruction set (see leaderboards/README.md). The zoo's committed
+#: leaderboard entries were trained with one thread.
+TRAIN_THREADS = 1
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Run the block with `n` torch intra-op threads, then restore the previous count."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 @dataclass(frozen=True)
@@ -33,10 +51,18 @@ class Recipe:
 
 
 def train(model: nn.Module, data: DataSplit, recipe: Recipe, *, device: str | torch.device = "cpu",
-          progress: bool = True) -> dict[str, Any]:
-    """Train `model` in place on `data` with `recipe`; returns a summary (final loss, train accuracy, time)."""
+          progress: bool = True, threads: int = TRAIN_THREADS) -> dict[str, Any]:
+    """Train `model` in place on `data` with `recipe`, with `threads` torch threads whatever the caller's
+    setting; returns a summary (final loss, train accuracy, time, threads and the CPU kernels' instruction set)."""
     if recipe.epochs < 1 or recipe.batch_size < 1 or recipe.lr <= 0:
         raise RobenchError(f"recipe needs epochs >= 1, batch_size >= 1 and lr > 0; got {recipe.as_dict()}.")
+    with torch_threads(threads):
+        summary = _train(model, data, recipe, device, progress)
+    return {**summary, "torch_threads": threads, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def _train(model: nn.Module, data: DataSplit, recipe: Recipe, device: str | torch.device,
+           progress: bool) -> dict[str, Any]:
     defense = DEFENSES.create(recipe.defense, **recipe.defense_params) if recipe.defense else None
     generator = torch.Generator().manual_seed(recipe.seed)
     torch.manual_seed(recipe.seed)

@@ -17,6 +17,8 @@ from torch import nn
 
 from robench import leaderboard
 from robench.cli import main
+from robench.errors import RobenchError
+from robench.metrics import clopper_pearson
 from robench.threats import build_threat
 
 EVIL = "<img src=x onerror=alert(1)>"
@@ -145,23 +147,158 @@ def test_update_recomputes_only_stale_records(board, tmp_path):
     logs.clear()
     leaderboard.update(board, loader=loader, store=tmp_path / "fresh.sqlite", log=logs.append)
     stale = sorted(line for line in logs if not line.startswith("wrote") and "up to date" not in line)
-    assert len(stale) == 3, stale
+    assert len(stale) == 4, stale
     assert stale[0].startswith("ncm-boost: clean (weights sha256 000000000000, model has ")
     assert stale[1].startswith("ncm-boost: pgd-linf (weights sha256 000000000000, model has ")
-    assert stale[2].startswith("ncm: pgd-linf (threat version 0, code has 1)")
+    assert stale[2].startswith("ncm-boost: weights ") and "differ from the entry's 000000000000" in stale[2]
+    assert "recomputing every record" in stale[2]
+    assert stale[3].startswith(f"ncm: pgd-linf (threat version 0, code has {build_threat(THREATS[1]).version})")
     assert leaderboard.Leaderboard.load(board).check() == []
 
 
-def test_verify_passes_and_catches_a_forged_entry(board):
-    verdicts, indices, seed = leaderboard.verify(board, "ncm", n=15, seed=3, loader=Loader())
-    assert len(indices) == 15 and seed == 3 and verdicts and all(v.ok for v in verdicts)
-    path = board / "entries" / "ncm.json"
+def _edit(board: Path, model: str, change) -> Path:
+    path = board / "entries" / f"{model}.json"
     entry = json.loads(path.read_text())
-    entry["records"][0]["metrics"]["clean_accuracy"] = {"value": 0.0, "correct": 0, "n": 400,
-                                                        "ci95": [0.0, 0.01]}
+    change(entry)
     path.write_text(leaderboard.dump_entry(entry))
-    verdicts, _, _ = leaderboard.verify(board, "ncm", n=15, seed=3, loader=Loader())
-    assert [v.ok for v in verdicts if v.metric == "clean_accuracy" and v.threat == "clean"] == [False]
+    return path
+
+
+def _one_digit_off(value: float, place: int = 3) -> float:
+    """`value` with its `place`-th decimal digit changed."""
+    text = f"{value:.17f}"
+    at = text.index(".") + place
+    return float(text[:at] + str((int(text[at]) + 1) % 10) + text[at + 1:])
+
+
+def test_check_catches_an_entry_that_contradicts_itself(board, capsys):
+    robust = json.loads((board / "entries" / "ncm.json").read_text())["records"][1]["metrics"]["robust_accuracy"]
+    stored = _one_digit_off(robust["0.1"]["value"])
+    _edit(board, "ncm", lambda e: e["records"][1]["metrics"]["robust_accuracy"]["0.1"].update(value=stored))
+    problems = leaderboard.Leaderboard.load(board).problems()
+    ok = robust["0.1"]
+    assert problems[0] in leaderboard.Leaderboard.load(board).check()
+    assert problems == [f"ncm: pgd-linf robust_accuracy/0.1: value {stored!r} stored, {ok['value']!r} recomputed "
+                        f"(correct/n = {ok['correct']}/40)"]
+    assert main(["leaderboard", "check", str(board)]) != 0
+    assert problems[0] in capsys.readouterr().err
+    # update refuses to render it (and computes nothing first)
+    readme = (board / "README.md").read_text()
+    with pytest.raises(RobenchError, match=r"entry ncm of tiny contradicts itself.*robust_accuracy/0\.1"):
+        leaderboard.update(board, loader=None, store=board / "s.sqlite")
+    assert (board / "README.md").read_text() == readme
+    # an interval off by one digit, an n other than the protocol's, a count that is not one
+    _edit(board, "ncm", lambda e: e["records"][1]["metrics"]["robust_accuracy"]["0.1"].update(value=ok["value"]))
+    lo = _one_digit_off(ok["ci95"][0])
+    _edit(board, "ncm-boost", lambda e: e["records"][0]["metrics"]["clean_accuracy"]["ci95"].__setitem__(0, lo))
+    _edit(board, EVIL, lambda e: e["records"][1]["metrics"]["robust_accuracy"]["0.2"].update(
+        n=41, value=e["records"][1]["metrics"]["robust_accuracy"]["0.2"]["correct"] / 41,
+        ci95=list(clopper_pearson(e["records"][1]["metrics"]["robust_accuracy"]["0.2"]["correct"], 41))))
+    problems = leaderboard.Leaderboard.load(board).problems()
+    assert len(problems) == 2, problems
+    assert any(p.startswith(f"ncm-boost: clean clean_accuracy: ci95 [{lo!r},") and "recomputed (Clopper-Pearson" in p
+               for p in problems), problems
+    assert f"{EVIL}: pgd-linf robust_accuracy/0.2: n 41 stored, the protocol's n is 40" in problems
+
+
+def test_shipped_entries_are_consistent():
+    for name in leaderboard.names():
+        lb = leaderboard.Leaderboard.load(name)
+        assert [p for m in lb.entries for p in lb.inconsistencies(m)] == [], name
+
+
+def _mask(record: dict, path: str) -> list[bool]:
+    n = record["metrics"]["clean_accuracy"]["n"]
+    return leaderboard._unpack(record[leaderboard.OUTCOMES][path], n).tolist()
+
+
+def test_update_stores_per_example_outcomes_of_deterministic_threats(board):
+    clean, pgd = json.loads((board / "entries" / "ncm.json").read_text())["records"]
+    assert set(clean[leaderboard.OUTCOMES]) == {"clean_accuracy"}
+    mask = _mask(clean, "clean_accuracy")
+    assert len(mask) == 40 and sum(mask) == clean["metrics"]["clean_accuracy"]["correct"]
+    assert leaderboard.OUTCOMES not in pgd  # random start: a sample cannot recompute it example by example
+
+
+def test_outcome_masks_cover_the_deterministic_parts_of_a_suite():
+    import numpy as np
+
+    threat = build_threat("mnist-c:corruptions=scale|shot_noise|canny_edges")
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 30)
+    outputs = {"label": labels, **{f"probs@{n}": rng.dirichlet(np.ones(10), 30)
+                                   for n in ("clean", "scale", "shot_noise", "canny_edges")}}
+    masks = leaderboard.outcome_masks(threat, outputs)
+    assert set(masks) == {"clean_accuracy", "accuracy/scale", "accuracy/canny_edges"}
+    assert masks["accuracy/scale"].tolist() == (outputs["probs@scale"].argmax(1) == labels).tolist()
+    assert leaderboard.outcome_masks(build_threat("pgd-linf:eps=0.1"), {"clean_correct": labels > 3}) == {}
+
+
+def test_hypergeometric_p_value():
+    from scipy.stats import fisher_exact
+
+    for k, n, K, N in ((5, 10, 20, 40), (0, 15, 2, 40), (15, 15, 40, 40), (3, 12, 30, 200)):
+        table = [[k, n - k], [K - k, N - K - (n - k)]]
+        assert leaderboard.hypergeom_p(k, n, K, N) == pytest.approx(fisher_exact(table).pvalue, rel=1e-9)
+    assert leaderboard.hypergeom_p(5, 10, 3, 40) == 0.0  # more correct in the sample than in the whole
+    assert leaderboard.hypergeom_p(40, 40, 40, 40) == 1.0 and leaderboard.hypergeom_p(39, 40, 40, 40) == 0.0
+
+
+def test_verify_passes_and_catches_a_forged_count(board):
+    result = leaderboard.verify(board, "ncm", n=15, seed=3, loader=Loader())
+    assert len(result.indices) == 15 and result.seed == 3 and result.verdicts and result.ok
+    assert result.weights_match
+    exact = {(v.threat, v.metric): v.mismatches for v in result.verdicts}
+    assert exact[("clean", "clean_accuracy")] == []  # compared example by example
+    assert all(v.mismatches is None and v.p >= leaderboard.P_THRESHOLD for v in result.verdicts if v.threat != "clean")
+    # a forged count that is consistent in itself (value, interval and n agree) fails the exact test
+    _edit(board, "ncm", lambda e: e["records"][1]["metrics"]["robust_accuracy"].update(
+        {"0.1": {"value": 0.0, "correct": 0, "n": 40, "ci95": list(clopper_pearson(0, 40))}}))
+    result = leaderboard.verify(board, "ncm", n=15, seed=3, loader=Loader())
+    bad = [v for v in result.verdicts if not v.ok]
+    assert [(v.metric, v.p) for v in bad] == [("robust_accuracy/0.1", 0.0)] and "p=0" in bad[0].how
+    # an inconsistent entry is refused
+    _edit(board, "ncm", lambda e: e["records"][0]["metrics"]["clean_accuracy"].update(n=400))
+    with pytest.raises(RobenchError, match="ncm contradicts itself"):
+        leaderboard.verify(board, "ncm", n=15, seed=3, loader=Loader())
+
+
+def test_verify_names_the_examples_whose_outcome_differs(board):
+    record = json.loads((board / "entries" / "ncm.json").read_text())["records"][0]
+    mask = _mask(record, "clean_accuracy")
+    right, wrong = mask.index(True), mask.index(False)
+    mask[right], mask[wrong] = False, True  # the same count, two outcomes swapped
+    import numpy as np
+
+    packed = __import__("base64").b64encode(np.packbits(mask, bitorder="little").tobytes()).decode()
+    _edit(board, "ncm", lambda e: e["records"][0][leaderboard.OUTCOMES].update(clean_accuracy=packed))
+    assert leaderboard.Leaderboard.load(board).check() == []
+    result = leaderboard.verify(board, "ncm", n=40, seed=0, loader=Loader())
+    (verdict,) = [v for v in result.verdicts if v.threat == "clean"]
+    assert not verdict.ok and verdict.mismatches == sorted([right, wrong]) and verdict.p == 1.0
+    assert verdict.how == f"outcome differs on 2 examples: {min(right, wrong)}, {max(right, wrong)}"
+    # without the per-example outcomes (an older entry), the count alone is compared
+    _edit(board, "ncm", lambda e: e["records"][0].pop(leaderboard.OUTCOMES))
+    result = leaderboard.verify(board, "ncm", n=40, seed=0, loader=Loader())
+    assert result.ok and all(v.mismatches is None for v in result.verdicts)
+
+
+def test_verify_says_when_the_weights_differ_before_evaluating(board, monkeypatch):
+    module = sys.modules["robench.evaluate"]  # robench.evaluate is also the function's name
+    logs: list[str] = []
+    original = module.evaluate
+
+    def evaluate(*args, **kwargs):
+        assert logs, "the weights were compared only after evaluating"
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, "evaluate", evaluate)
+    entry_sha = json.loads((board / "entries" / "ncm.json").read_text())["records"][0]["provenance"]["model_sha256"]
+    result = leaderboard.verify(board, "ncm", n=15, seed=3, loader=lambda m: nearest_mean_model(0.01),
+                                log=logs.append)
+    assert not result.weights_match and result.entry_sha256 == [entry_sha]
+    assert len(logs) == 1 and "weights differ from the entry's" in logs[0] and entry_sha[:16] in logs[0]
+    assert result.verdicts and all(v.mismatches is None for v in result.verdicts)  # counts only
 
 
 def test_html_escapes_every_text_and_has_no_external_assets(board):
@@ -205,6 +342,27 @@ def test_submit_writes_an_entry_that_checks(board, tmp_path, monkeypatch):
     leaderboard.update(board, loader=Loader(), models=list(MODELS), store=tmp_path / "s.sqlite")
     lb = leaderboard.Leaderboard.load(board)
     assert lb.check() == [] and "mine" in (board / "README.md").read_text()
+
+
+BAD_NAMES = ["", "../evil", "a/b", "a\\b", "..", ".hidden", "-rf", "with space", "naïve", "x" * 101, "a..b",
+             "trailing.", "tab\tname", "new\nline"]
+
+
+def test_submit_refuses_unsafe_names(board, tmp_path, capsys):
+    for name in ("mine", "my-model_2.1", "A", "x" * 100):
+        assert leaderboard.check_entry_name(name) == name
+    for name in BAD_NAMES:
+        with pytest.raises(RobenchError, match="is not a safe file name: use 1 to 100 ASCII letters, digits"):
+            leaderboard.check_entry_name(name)
+        with pytest.raises(RobenchError, match="not a safe file name"):
+            leaderboard.submit(board, constant_model(0), name, source={}, out=tmp_path / "x.json")
+    for name in ("../evil", "", ".x", "a b"):
+        # refused before the model is even imported (there is no such module)
+        assert main(["leaderboard", "submit", str(board), "--model", "nosuchmodule:make", "--as", name,
+                     "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "not a safe file name" in err and "ASCII letters, digits" in err
+    assert not (tmp_path / "x.json").exists() and not list(tmp_path.glob("*evil*"))
 
 
 def test_shipped_leaderboards_check():

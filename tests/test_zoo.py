@@ -70,7 +70,7 @@ def test_checkpoints_never_unpickle_arbitrary_objects(tmp_path):
     path = tmp_path / "evil.pt"
     with open(path, "wb") as f:
         pickle.dump({"state_dict": Payload()}, f)
-    with pytest.raises(RobenchError, match="cannot read weights"):
+    with pytest.raises(RobenchError, match=r"cannot read (\w+ )?weights"):
         load_weights(path)
 
 
@@ -83,3 +83,51 @@ def test_training_is_reproducible_whatever_the_global_rng_state(tmp_path, monkey
     first = model_fingerprint(entry.train(progress=False))
     torch.rand(5)
     assert model_fingerprint(entry.train(progress=False)) == first
+
+
+def test_training_uses_one_thread_whatever_the_callers_setting(tmp_path, monkeypatch):
+    """CPU kernels split float sums across threads, so the weights depend on the thread count (on this small
+    CNN, 2 threads give other weights than 1): training always runs with TRAIN_THREADS and records it."""
+    from robench.evaluate import model_fingerprint
+    from robench.training import TRAIN_THREADS
+
+    monkeypatch.setenv("ROBENCH_CACHE", str(tmp_path))
+    entry = ModelEntry("tiny-cnn", "mnist-5k", "small-cnn", Recipe(epochs=1, batch_size=256))
+    before = torch.get_num_threads()
+    fingerprints = []
+    try:
+        for ambient in (2, 1):
+            torch.set_num_threads(ambient)
+            fingerprints.append(model_fingerprint(entry.train(progress=False)))
+            assert torch.get_num_threads() == ambient  # restored
+    finally:
+        torch.set_num_threads(before)
+    assert fingerprints[0] == fingerprints[1]
+    meta = json.loads(entry.cache_path.with_suffix(".json").read_text())
+    assert TRAIN_THREADS == 1 and meta["torch_threads"] == 1
+    assert meta["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+
+
+#: the CPU kernels (torch.backends.cpu.get_cpu_capability()) the committed zoo entries were trained with
+ENTRIES_CPU = "AVX512"
+
+
+def test_zoo_training_reproduces_the_committed_leaderboard_weights(data_root, tmp_path, monkeypatch):
+    """A fresh cache trains mnist-mlp to exactly the weights the MNIST leaderboard's entry records, on a CPU
+    with the entries' instruction set and the same torch (other kernels give other weights: see
+    leaderboards/README.md)."""
+    from robench import leaderboard
+    from robench.evaluate import model_fingerprint
+
+    record = leaderboard.Leaderboard.load("mnist").records("mnist-mlp")["clean"]
+    if torch.backends.cpu.get_cpu_capability() != ENTRIES_CPU or torch.__version__ != record["provenance"]["torch"]:
+        pytest.skip(f"the entries were trained with torch {record['provenance']['torch']} on {ENTRIES_CPU} kernels; "
+                    f"this is torch {torch.__version__} on {torch.backends.cpu.get_cpu_capability()}")
+    monkeypatch.setenv("ROBENCH_CACHE", str(tmp_path))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        model = zoo.get("mnist-mlp").train(data_root=data_root, progress=False)
+    finally:
+        torch.set_num_threads(before)
+    assert model_fingerprint(model) == record["provenance"]["model_sha256"]
