@@ -53,7 +53,8 @@ def _laid_out(t: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:
 
 
 class PGD(Attack):
-    """PGD with `steps` steps of size `step` (absolute) or `rel_step` * eps, an optional uniform random
+    """PGD with `steps` steps of size `step` (absolute), `rel_step` * eps, or by default 2.5 * eps / steps
+    (the rule of Madry et al., so that any number of steps can cross the ball), an optional uniform random
     start, and `restarts` runs: an example counts as broken if any restart breaks it, and later restarts
     attack only the examples still standing. `early_stop` stops iterating an example once it is
     misclassified (valid for accuracy, faster; off by default, as in the original). `precision` "bf16"
@@ -66,18 +67,31 @@ class PGD(Attack):
 
     memory_format: str = "auto"
 
-    def __init__(self, *, steps: int, rel_step: float, step: float | None = None, restarts: int = 1,
+    #: the default total travel of the steps, in units of eps (Madry et al.: 2.5 * eps / steps per step)
+    TRAVEL = 2.5
+
+    def __init__(self, *, steps: int, rel_step: float | None = None, step: float | None = None, restarts: int = 1,
                  random_start: bool = True, early_stop: bool = False, precision: str = "fp32"):
         if not isinstance(steps, int) or steps < 1:
             raise RobenchError(f"steps must be an integer >= 1; got {steps!r}.")
         if not isinstance(restarts, int) or restarts < 1:
             raise RobenchError(f"restarts must be an integer >= 1; got {restarts!r}.")
-        if step is not None and step <= 0 or rel_step <= 0:
+        if step is not None and step <= 0 or rel_step is not None and rel_step <= 0:
             raise RobenchError("step and rel_step must be > 0 (step, when given, overrides rel_step * eps).")
+        if step is None and rel_step is not None and steps * rel_step < 1:
+            raise RobenchError(f"{steps} steps of rel_step {rel_step:g} * eps travel {steps * rel_step:.3g} * eps and "
+                               "cannot reach the boundary of the eps ball, so the attack is weaker than FGSM; leave "
+                               f"rel_step out (default {self.TRAVEL:g} / steps) or give steps * rel_step >= 1.")
         if precision not in PRECISIONS:
             raise RobenchError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}.")
         self.steps, self.step, self.rel_step, self.restarts = steps, step, rel_step, restarts
         self.random_start, self.early_stop, self.precision = random_start, early_stop, precision
+
+    def step_size(self, eps: float) -> float:
+        """The absolute step at budget `eps`."""
+        if self.step is not None:
+            return self.step
+        return (self.rel_step if self.rel_step is not None else self.TRAVEL / self.steps) * eps
 
     # -- the norm-specific parts -------------------------------------------------------------------
     def start(self, x: torch.Tensor, eps: float, generator: torch.Generator) -> torch.Tensor:
@@ -119,7 +133,7 @@ class PGD(Attack):
     def run(self, model, x, y, eps, generator):
         if eps == 0 or not len(x):
             return x.clone()
-        size = self.step if self.step is not None else self.rel_step * eps
+        size = self.step_size(eps)
         if self._use_channels_last(model, x):
             with channels_last(model):
                 adv = self._restarts(model, _laid_out(x, torch.channels_last), y, eps, size, generator,
@@ -222,12 +236,12 @@ class PGD(Attack):
 
 @ATTACKS.register("pgd-linf")
 class LinfPGD(PGD):
-    """PGD in Linf: sign-of-gradient steps, random start uniform in the eps cube (defaults as foolbox:
-    40 steps of 0.01/0.3 * eps, i.e. Madry's 0.01 at eps 0.3)."""
+    """PGD in Linf: sign-of-gradient steps, random start uniform in the eps cube; 40 steps of
+    2.5 * eps / steps by default (foolbox's LinfPGD takes rel_step 0.01/0.3, Madry's 0.01 at eps 0.3)."""
 
     norm = "linf"
 
-    def __init__(self, *, steps: int = 40, rel_step: float = 0.01 / 0.3, step: float | None = None,
+    def __init__(self, *, steps: int = 40, rel_step: float | None = None, step: float | None = None,
                  restarts: int = 1, random_start: bool = True, early_stop: bool = False, precision: str = "fp32"):
         super().__init__(steps=steps, rel_step=rel_step, step=step, restarts=restarts, random_start=random_start,
                          early_stop=early_stop, precision=precision)
@@ -250,11 +264,11 @@ def _l2(v: torch.Tensor) -> torch.Tensor:
 @ATTACKS.register("pgd-l2")
 class L2PGD(PGD):
     """PGD in L2: steps along grad / ||grad||, random start uniform in the eps ball, projection by
-    rescaling (defaults as foolbox: 50 steps of 0.025 * eps)."""
+    rescaling; 50 steps of 2.5 * eps / steps by default (foolbox's L2PGD takes rel_step 0.025)."""
 
     norm = "l2"
 
-    def __init__(self, *, steps: int = 50, rel_step: float = 0.025, step: float | None = None,
+    def __init__(self, *, steps: int = 50, rel_step: float | None = None, step: float | None = None,
                  restarts: int = 1, random_start: bool = True, early_stop: bool = False, precision: str = "fp32"):
         super().__init__(steps=steps, rel_step=rel_step, step=step, restarts=restarts, random_start=random_start,
                          early_stop=early_stop, precision=precision)

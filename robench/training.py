@@ -15,13 +15,6 @@ from robench.data import DataSplit
 from robench.errors import RobenchError
 from robench.registry import DEFENSES
 
-#: torch threads while training. CPU kernels split their float sums across threads, so the weights depend
-#: on the thread count (on 2 cores the default of 2 gives other weights than 1); with one thread they depend
-#: only on torch's build and the CPU's instruction set (see leaderboards/README.md). The zoo's committed
-#: leaderboard entries were trained with one thread.
-TRAIN_THREADS = 1
-
-
 @contextmanager
 def torch_threads(n: int):
     """Run the block with `n` torch intra-op threads, then restore the previous count."""
@@ -36,7 +29,10 @@ def torch_threads(n: int):
 @dataclass(frozen=True)
 class Recipe:
     """How a zoo model is trained: an optional training-time defense with its parameters, Adam with
-    `lr` (cosine-decayed to 0), `epochs` over the training split, and a seed for init and shuffling."""
+    `lr` (cosine-decayed to 0), `epochs` over the training split, a seed for init and shuffling, and the
+    torch `threads` training runs with. CPU kernels split their float sums across threads, so the weights
+    depend on the thread count (on 2 cores, 2 threads give other weights than 1); for a given count they
+    depend only on torch's build and the CPU's instruction set (see leaderboards/README.md)."""
 
     defense: str | None = None
     defense_params: dict = field(default_factory=dict, hash=False)
@@ -44,21 +40,25 @@ class Recipe:
     batch_size: int = 128
     lr: float = 1e-3
     seed: int = 0
+    threads: int = 1
 
     def as_dict(self) -> dict[str, Any]:
-        return {"defense": self.defense, "defense_params": dict(sorted(self.defense_params.items())),
-                "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "seed": self.seed}
+        recipe = {"defense": self.defense, "defense_params": dict(sorted(self.defense_params.items())),
+                  "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "seed": self.seed}
+        if self.threads != 1:  # recipes of one thread keep the hash they had before threads were recorded
+            recipe["threads"] = self.threads
+        return recipe
 
 
 def train(model: nn.Module, data: DataSplit, recipe: Recipe, *, device: str | torch.device = "cpu",
-          progress: bool = True, threads: int = TRAIN_THREADS) -> dict[str, Any]:
-    """Train `model` in place on `data` with `recipe`, with `threads` torch threads whatever the caller's
+          progress: bool = True) -> dict[str, Any]:
+    """Train `model` in place on `data` with `recipe`, with the recipe's torch threads whatever the caller's
     setting; returns a summary (final loss, train accuracy, time, threads and the CPU kernels' instruction set)."""
-    if recipe.epochs < 1 or recipe.batch_size < 1 or recipe.lr <= 0:
-        raise RobenchError(f"recipe needs epochs >= 1, batch_size >= 1 and lr > 0; got {recipe.as_dict()}.")
-    with torch_threads(threads):
+    if recipe.epochs < 1 or recipe.batch_size < 1 or recipe.lr <= 0 or recipe.threads < 1:
+        raise RobenchError(f"recipe needs epochs, batch_size, threads >= 1 and lr > 0; got {recipe.as_dict()}.")
+    with torch_threads(recipe.threads):
         summary = _train(model, data, recipe, device, progress)
-    return {**summary, "torch_threads": threads, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    return {**summary, "torch_threads": recipe.threads, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
 def _train(model: nn.Module, data: DataSplit, recipe: Recipe, device: str | torch.device,

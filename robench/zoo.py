@@ -267,7 +267,7 @@ for _entry in (
     ModelEntry("cifar10-resnet20", "cifar10", "resnet20", Recipe(epochs=30),
                "ResNet-20, standard training (on the 4,000-image subset where the full set is absent)"),
     ModelEntry("mnist-pgd-at", "mnist", "madry-cnn",
-               Recipe("pgd-at", {"eps": 0.3, "steps": 10, "rel_step": 0.25, "warmup": 2}, epochs=8),
+               Recipe("pgd-at", {"eps": 0.3, "steps": 10, "rel_step": 0.25, "warmup": 2}, epochs=8, threads=2),
                "Madry et al.'s CNN, PGD-10 adversarial training at Linf eps 0.3 with a 2-epoch eps ramp, 8 epochs"),
     ModelEntry("mnist-gaussian-0.25", "mnist", "small-cnn", Recipe("gaussian", {"sigma": 0.25}, epochs=4),
                "small CNN, Gaussian noise training sigma 0.25 (base of randomized smoothing)"),

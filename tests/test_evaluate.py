@@ -140,3 +140,63 @@ def test_store_rejects_a_file_that_is_not_a_database(tmp_path):
     bad.write_text("not a database " * 100)
     with pytest.raises(RobenchError, match="cannot be opened"):
         Store(bad).count("shards")
+
+
+class _Interrupted(Exception):
+    pass
+
+
+class _StopAfter:
+    """An executor that runs `tasks` tasks and is then killed (the process dies mid-run)."""
+
+    def __init__(self, tasks: int):
+        self.left = tasks
+
+    def run(self, fn, shared, tasks):
+        for task in tasks:
+            if not self.left:
+                raise _Interrupted
+            self.left -= 1
+            yield task, fn(shared, task)
+
+
+def test_each_eps_is_its_own_part_and_a_kill_loses_only_the_part_in_flight(embedded_model, tmp_path):
+    """A kill half-way through a multi-eps attack keeps every finished (shard, eps) part; the rerun
+    computes only the rest and gives the very Record of an uninterrupted run."""
+    spec, kw = "pgd-linf:eps=0.05|0.1|0.2|0.3,steps=5,rel_step=0.5", dict(dataset="mnist-5k", n=60, shard_size=30)
+    store = Store(tmp_path / "s.sqlite")
+    with pytest.raises(_Interrupted):
+        robench.evaluate(embedded_model, spec, store=store, executor=_StopAfter(5), **kw)
+    assert store.count("shards") == 5 and store.count("records") == 0  # 2 shards x 4 eps = 8 parts
+    counting = _StopAfter(100)
+    resumed = robench.evaluate(embedded_model, spec, store=store, executor=counting, **kw)[0]
+    assert 100 - counting.left == 3
+    fresh = robench.evaluate(embedded_model, spec, store=tmp_path / "fresh.sqlite", **kw)[0]
+    assert resumed.metrics == fresh.metrics
+
+
+def test_an_eps_gives_the_same_result_whatever_else_is_in_the_list(embedded_model, tmp_path):
+    kw = dict(dataset="mnist-5k", n=80, store=tmp_path / "s.sqlite", with_outputs=True)
+    alone = robench.evaluate(embedded_model, "pgd-linf:eps=0.1,steps=5,rel_step=0.5", **kw)[0]
+    for eps in ("0.1|0.3", "0.05|0.1|0.2|0.3", "0.3|0.1"):
+        listed = robench.evaluate(embedded_model, f"pgd-linf:eps={eps},steps=5,rel_step=0.5", **kw)[0]
+        assert np.array_equal(listed.outputs["robust@0.1"], alone.outputs["robust@0.1"])
+        assert listed.metrics["robust_accuracy"]["0.1"] == alone.metrics["robust_accuracy"]["0.1"]
+
+
+def test_shard_size_follows_the_cost_of_threat_and_model():
+    from robench import nets
+    from robench.evaluate import TASK_FLOPS, forward_flops, shard_size_for
+
+    small = nets.create("mlp", channels=1, size=28, classes=10, mean=(0.5,), std=(0.5,))
+    large = nets.create("madry-cnn", channels=1, size=28, classes=10, mean=(0.5,), std=(0.5,))
+    x = torch.rand(1, 1, 28, 28)
+    assert forward_flops(large, x) > 20 * forward_flops(small, x)
+    cheap, costly = build_threat("clean"), build_threat("pgd-linf:eps=0.3,steps=100,restarts=10")
+    assert shard_size_for(cheap, large, x) == cheap.shard_size  # cheap threats keep full shards
+    size = shard_size_for(costly, large, x)
+    assert 1 <= size < 10 and size * costly.cost * forward_flops(large, x) <= TASK_FLOPS
+    assert shard_size_for(costly, small, x) > size
+    assert shard_size_for(build_threat("bitflip-random:flips=3,seeds=1"), large, x) is None
+    # certification: the cost is n0 + n forward passes per example
+    assert shard_size_for(build_threat("smoothing:n=100000"), large, x) == 1

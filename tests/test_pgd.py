@@ -97,7 +97,7 @@ def _within_each_others_interval(a: dict, b: dict) -> bool:
 
 def test_pgd_agrees_with_foolbox_linf_pgd(embedded_model, embedded_test):
     data = embedded_test.select(n=400)
-    ours = build_threat("pgd-linf:eps=0.1,steps=20")
+    ours = build_threat(f"pgd-linf:eps=0.1,steps=20,step={0.1 * 0.01 / 0.3!r}")  # foolbox's default step
     theirs = build_threat("foolbox:LinfPGD:eps=0.1,steps=20")
     g = torch.Generator().manual_seed(0)
     a = ours.summarize(ours.evaluate_shard(embedded_model, data.x, data.y, g))["robust_accuracy"]["0.1"]
@@ -117,3 +117,20 @@ def test_pgd_agrees_with_torchattacks(embedded_model, embedded_test):
         clean = embedded_model(data.x).argmax(1) == data.y
         robust = clean & (embedded_model(adv).argmax(1) == data.y)
     assert _within_each_others_interval(a["robust_accuracy"]["0.1"], accuracy(robust.numpy()))
+
+
+def test_default_step_scales_with_the_steps_and_weak_settings_are_refused(embedded_model, embedded_test):
+    """The default step is 2.5 * eps / steps, so few steps still cross the ball; the old fixed 1/30 * eps
+    made PGD-5 weaker than FGSM. Explicit settings that cannot reach the boundary are refused."""
+    assert LinfPGD(steps=5).step_size(0.3) == pytest.approx(0.15)
+    assert L2PGD(steps=50).step_size(1.0) == pytest.approx(0.05)
+    assert LinfPGD(steps=5, step=0.01).step_size(0.3) == 0.01
+    with pytest.raises(RobenchError, match="cannot reach the boundary"):
+        build_threat("pgd-linf:eps=0.1,steps=5,rel_step=0.03333333333333333")
+    data = embedded_test.select(n=300)
+    g = torch.Generator().manual_seed(0)
+    robust = {}
+    for spec in ("fgsm:eps=0.1", "pgd-linf:eps=0.1,steps=5"):
+        threat = build_threat(spec)
+        robust[spec] = threat.summarize(threat.evaluate_shard(embedded_model, data.x, data.y, g))["robust_accuracy"]["0.1"]
+    assert robust["pgd-linf:eps=0.1,steps=5"]["correct"] < robust["fgsm:eps=0.1"]["correct"]

@@ -85,13 +85,14 @@ def test_training_is_reproducible_whatever_the_global_rng_state(tmp_path, monkey
     assert model_fingerprint(entry.train(progress=False)) == first
 
 
-def test_training_uses_one_thread_whatever_the_callers_setting(tmp_path, monkeypatch):
+def test_training_uses_the_recipes_threads_whatever_the_callers_setting(tmp_path, monkeypatch):
     """CPU kernels split float sums across threads, so the weights depend on the thread count (on this small
-    CNN, 2 threads give other weights than 1): training always runs with TRAIN_THREADS and records it."""
+    CNN, 2 threads give other weights than 1): training always runs with the recipe's threads and records it."""
     from robench.evaluate import model_fingerprint
-    from robench.training import TRAIN_THREADS
 
     monkeypatch.setenv("ROBENCH_CACHE", str(tmp_path))
+    assert Recipe().threads == 1 and "threads" not in Recipe().as_dict()  # one-thread recipes keep their hash
+    assert Recipe(threads=2).as_dict()["threads"] == 2
     entry = ModelEntry("tiny-cnn", "mnist-5k", "small-cnn", Recipe(epochs=1, batch_size=256))
     before = torch.get_num_threads()
     fingerprints = []
@@ -104,7 +105,7 @@ def test_training_uses_one_thread_whatever_the_callers_setting(tmp_path, monkeyp
         torch.set_num_threads(before)
     assert fingerprints[0] == fingerprints[1]
     meta = json.loads(entry.cache_path.with_suffix(".json").read_text())
-    assert TRAIN_THREADS == 1 and meta["torch_threads"] == 1
+    assert meta["torch_threads"] == 1
     assert meta["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
 
 
