@@ -102,6 +102,10 @@ def check_model(model: nn.Module, data: DataSlice, device: torch.device) -> None
                            f"{int(data.y.max())}.")
 
 
+#: bump when a change to the loop changes results of every threat (seeds, shards), so stored results and
+#: leaderboard entries become stale. v2: shard sizes from the threat's cost, seeds independent of the model
+EVALUATION_VERSION = 2
+
 #: the work of one task, in forward-pass FLOPs: about half a minute on one core of a 2020s CPU, so a
 #: killed run loses about that much of each task in flight
 TASK_FLOPS = 3e11
@@ -200,7 +204,7 @@ def _evaluate_threat(model, model_name, identity: dict[str, str], threat: Threat
                      dev: torch.device, shard_size: int | None, progress: bool, executor,
                      with_outputs: bool) -> Record:
     base = {**identity, "threat": threat.canonical, "threat_version": threat.version,
-            "dataset": data.dataset, "split": data.split, "seed": seed}
+            "evaluation_version": EVALUATION_VERSION, "dataset": data.dataset, "split": data.split, "seed": seed}
     parts = threat.parts()
     size = shard_size or shard_size_for(threat, model, data.x[:1].to(dev)) or len(data)
     checksum = data.checksum

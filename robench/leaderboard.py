@@ -139,7 +139,9 @@ def dump_entry(entry: dict[str, Any]) -> str:
 def record_problem(spec: Spec, record: dict[str, Any] | None, threat: str, versions: dict[str, int] | None = None,
                    sha256: str | None = None) -> str | None:
     """Why a stored Record does not count for `threat` under `spec` (None when it does): missing, another
-    protocol, an older version of the threat's code, or other weights than `sha256`."""
+    protocol, an older version of the threat's code or of the evaluation loop, or other weights than `sha256`."""
+    from robench.evaluate import EVALUATION_VERSION
+
     if record is None:
         return "missing"
     prov = record.get("provenance", {})
@@ -152,6 +154,8 @@ def record_problem(spec: Spec, record: dict[str, Any] | None, threat: str, versi
             return f"{key} {got!r}, spec {want!r}"
     if versions is not None and prov.get("threat_version") != versions.get(threat):
         return f"threat version {prov.get('threat_version')}, code has {versions.get(threat)}"
+    if prov.get("evaluation_version", 1) != EVALUATION_VERSION:
+        return f"evaluation loop version {prov.get('evaluation_version', 1)}, code has {EVALUATION_VERSION}"
     if sha256 is not None and prov.get("model_sha256") != sha256:
         return f"weights sha256 {str(prov.get('model_sha256'))[:12]}, model has {sha256[:12]}"
     return None
@@ -464,7 +468,8 @@ def note(spec: Spec, columns: Sequence[str]) -> str:
         parts.append("Certified: randomized-smoothing certified accuracy at that L2 radius.")
     if any(c.startswith("BFA") for c in columns):
         parts.append("BFA flips: bit flips the progressive bit search needs to bring the 8-bit model's "
-                     "accuracy down to the target (more is better; >N: not reached within N).")
+                     "accuracy down to the target, the median over attack batches (their range is in the detail "
+                     "table; more is better; >N: not reached within N).")
     parts.append(f"Sorted by {spec.sort}, best first.")
     return " ".join(parts)
 
@@ -510,6 +515,10 @@ def details(lb: Leaderboard) -> list[tuple[str, list[str], dict[str, dict[str, A
             elif name == "bitflip":
                 row["8-bit"] = m["quantized_accuracy"]
                 row[f"flips to {100 * m['target']:g}%"] = headline(record)[f"BFA flips to {100 * m['target']:g}%"]
+                budget = _params(record["threat"])["flips"]
+                lo, hi = (f">{budget}" if v is None else v for v in m["flips_to_target_range"])
+                row["range over batches"] = f"{lo} to {hi}"
+                row["batches"] = m["batches"]
                 row["final"] = m["final_accuracy"]
                 row["flips"] = m["flips"]
                 row["hamming"] = m["hamming_distance"]

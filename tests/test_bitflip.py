@@ -2,6 +2,7 @@
 the threats and the clustering regulariser (on the embedded digits: fast and offline)."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -209,11 +210,34 @@ def test_threats_from_specs(embedded_model, eval_slice, generator):
     assert [p["flips"] for p in metrics["accuracy_per_flip"]] == list(range(1, metrics["flips"] + 1))
     assert metrics["final_accuracy"]["value"] == metrics["accuracy_per_flip"][-1]["accuracy"]
     assert metrics["hamming_distance"] <= metrics["flips"]
+    assert metrics["batches"] == 5 and len(metrics["flips_to_target_per_batch"]) == 5
     random = build_threat("bitflip-random:flips=5,seeds=3")
     out = random.evaluate_shard(embedded_model, eval_slice.x, eval_slice.y, torch.Generator().manual_seed(0))
     summary = random.summarize(out)
     assert out["correct"].shape == (3, 5) and summary["seeds"] == 3
     assert summary["median_accuracy"] == sorted(summary["accuracy_per_seed"])[1]
+
+
+def test_flips_to_target_are_reported_over_several_attack_batches(embedded_model, eval_slice, generator):
+    """The flips needed depend on the attack batch: the threat runs `seeds` batches, each its own part with
+    its own random stream, and reports the median run with the range; parts and whole agree."""
+    threat = build_threat("bitflip:flips=12,batch=32,dataset=mnist-5k,target=0.85,seeds=3")
+    assert list(threat.parts()) == ["batch=0", "batch=1", "batch=2"]
+    whole = threat.evaluate_shard(embedded_model, eval_slice.x, eval_slice.y, generator)
+    pieces = {}
+    for part in threat.parts().values():
+        pieces.update(part.evaluate_shard(embedded_model, eval_slice.x, eval_slice.y, generator))
+    assert set(pieces) == set(whole)
+    assert all(np.array_equal(pieces[k], whole[k]) for k in whole if not k.startswith("step_seconds"))
+    m = threat.summarize(whole)
+    per_batch = m["flips_to_target_per_batch"]
+    assert len(per_batch) == 3 and len({tuple(whole[f"flip_index@{b}"]) for b in range(3)}) > 1  # batches differ
+    ranked = sorted(per_batch, key=lambda v: (v is None, v or 0))
+    assert m["flips_to_target"] == ranked[1]
+    reached = [v for v in per_batch if v is not None]
+    assert m["flips_to_target_range"][0] == min(reached)
+    assert m["flips_to_target_range"][1] == (max(reached) if len(reached) == 3 else None)
+    assert m["accuracy_per_flip"][-1]["accuracy"] == m["final_accuracy"]["value"]
 
 
 def test_threat_checks_the_training_images_match(embedded_model, generator):
