@@ -143,3 +143,17 @@ def test_evaluate_restores_every_submodule_mode(tmp_path):
     with pytest.raises(robench.RobenchError, match="boom"):
         robench.evaluate(broken, "clean", dataset="mnist-5k", n=10, store=tmp_path / "s.sqlite")
     assert broken.training and broken[0].training
+
+
+def test_the_zoos_batchnorm_resnet_evaluates(data_root, tmp_path):
+    """cifar10-resnet20 (BatchNorm, 0-d buffers) goes through clean, PGD and certification."""
+    from robench import zoo
+
+    torch.manual_seed(0)
+    model = zoo.get("cifar10-resnet20").build().eval()
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    records = robench.evaluate(model, ["clean", "pgd-linf:eps=0.03,steps=2", "smoothing:n=20,n0=5,batch=20"],
+                               dataset="cifar10", n=4, data_root=data_root, store=tmp_path / "s.sqlite",
+                               model_name="resnet20")
+    assert [r.n for r in records] == [4, 4, 4]
+    assert records[1].metrics["robust_accuracy"]["0.03"]["value"] <= records[0].metrics["clean_accuracy"]["value"]
