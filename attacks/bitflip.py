@@ -1,24 +1,23 @@
 """Bit-flip attacks on 8-bit quantised weights: the progressive bit search (BFA, Rakin et al. 2019) and
 the random-flip baseline, with the threats `bitflip` and `bitflip-random`.
 
-Every conv and linear layer of a deep copy of the model is quantised per layer, symmetrically, to 8 bits:
-``step = max|W| / 127``, codes ``round(W / step)`` in [-127, 127] held as int8 two's complement (bit
-values 1, 2, 4, ..., 64, -128); the forward pass uses ``codes * step``. A flip XORs bits of the codes and
-rewrites the matching dequantised weights, so flipping the same bits again restores them exactly.
+The pieces they stand on live beside this module: the quantisation and bit arithmetic in
+attacks/quantization.py, the incremental fx evaluator in attacks/fx_evaluator.py, and the weight-attack
+base class (`WeightAttack`, its proposals and result) in attacks/weights.py; their names are re-exported
+here.
 """
 from __future__ import annotations
 
-import copy
 import time
-from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Any, ClassVar, Iterator, final
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import fx, nn
 
+from robench.attacks.fx_evaluator import FxEvaluator
+from robench.attacks.quantization import BIT_VALUES, QuantizedModel, QuantLayer, from_bits, to_bits
+from robench.attacks.weights import Proposal, Step, WeightAttack, WeightAttackResult
 from robench.data import load_dataset
 from robench.errors import RobenchError
 from robench.inference import check_images, predict
@@ -27,246 +26,9 @@ from robench.registry import ATTACKS
 from robench.seeding import derived
 from robench.threats import Outputs, Threat
 
-#: value of bit b (0 = least significant) of an int8 in two's complement
-BIT_VALUES = torch.tensor([1, 2, 4, 8, 16, 32, 64, -128], dtype=torch.int32)
-_SHIFTS = torch.arange(8, dtype=torch.uint8)
-
-
-def to_bits(codes: torch.Tensor) -> torch.Tensor:
-    """The 8 bits (uint8 0/1, least significant first) of int8 `codes`: shape (*codes.shape, 8)."""
-    return (codes.view(torch.uint8).unsqueeze(-1) >> _SHIFTS.to(codes.device)) & 1
-
-
-def from_bits(bits: torch.Tensor) -> torch.Tensor:
-    """int8 codes from bits (..., 8) as made by `to_bits`."""
-    return (bits.to(torch.int32) * BIT_VALUES.to(bits.device)).sum(-1).to(torch.int8)
-
-
-@dataclass
-class QuantLayer:
-    """One quantised layer: int8 `codes` (flat), the `step` they are scaled by, and the module whose
-    weight holds ``codes * step``."""
-
-    name: str
-    module: nn.Module
-    codes: torch.Tensor
-    step: float
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.module.weight
-
-    def flip(self, indices: torch.Tensor, bits: torch.Tensor) -> None:
-        """XOR bit `bits[i]` of weight `indices[i]` (flat index) for every i; the (index, bit) pairs
-        must be distinct."""
-        weights, inverse = torch.unique(indices, return_inverse=True)
-        masks = torch.zeros(len(weights), dtype=torch.int32, device=indices.device)
-        masks.index_add_(0, inverse, torch.ones_like(bits, dtype=torch.int32) << bits.to(torch.int32))
-        new = (self.codes[weights].view(torch.uint8).to(torch.int32) ^ masks).to(torch.uint8).view(torch.int8)
-        self.codes[weights] = new
-        with torch.no_grad():
-            self.weight.view(-1)[weights] = new.to(self.weight.dtype) * self.step
-
-
-class QuantizedModel:
-    """A deep copy of `model` in eval mode whose conv and linear weights are symmetric 8-bit per layer;
-    `model` itself is never modified."""
-
-    def __init__(self, model: nn.Module):
-        self.model = copy.deepcopy(model).eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-        self.layers: list[QuantLayer] = []
-        seen: set[int] = set()
-        for name, module in self.model.named_modules():
-            if not isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)) or id(module.weight) in seen:
-                continue
-            seen.add(id(module.weight))
-            w = module.weight.detach()
-            top = float(w.abs().max()) if w.numel() else 0.0
-            step = top / 127 if top > 0 else 1.0
-            codes = torch.round(w / step).clamp_(-127, 127).to(torch.int8).flatten()
-            module.weight.data = (codes.to(w.dtype) * step).view_as(w).contiguous()
-            self.layers.append(QuantLayer(name or "(model)", module, codes, step))
-        if not self.layers:
-            raise RobenchError("the model has no Conv or Linear layer to quantise; a bit-flip attack needs one.")
-
-    @property
-    def num_bits(self) -> int:
-        return 8 * sum(layer.codes.numel() for layer in self.layers)
-
-    def hamming(self, other: "QuantizedModel") -> int:
-        """How many bits differ from `other` (a quantised copy of the same model)."""
-        return sum(int(to_bits(a.codes ^ b.codes).sum()) for a, b in zip(self.layers, other.layers))
-
-
-@dataclass
-class Proposal:
-    """Bits a weight attack wants flipped next, in layer `layer` (index into QuantizedModel.layers);
-    `loss` is the attack's objective once they are flipped (None where it has none)."""
-
-    layer: int
-    indices: torch.Tensor
-    bits: torch.Tensor
-    loss: float | None
-    seconds: float
-
-
-@dataclass
-class Step:
-    """One applied proposal: flat weight indices and bits flipped in `layer`, the objective `loss`,
-    `correct` examples of the evaluation slice afterwards, cumulative `flips`, and search time."""
-
-    layer: str
-    indices: tuple[int, ...]
-    bits: tuple[int, ...]
-    loss: float | None
-    correct: int
-    flips: int
-    seconds: float
-
-
-@dataclass
-class WeightAttackResult:
-    """The attacked quantised model, the trace of steps, and per-example correctness (bool (N,)) of the
-    original, the freshly quantised and the attacked model on the evaluation slice."""
-
-    quantized: QuantizedModel
-    trace: list[Step]
-    clean_correct: torch.Tensor
-    quantized_correct: torch.Tensor
-    final_correct: torch.Tensor
-
-    @property
-    def model(self) -> nn.Module:
-        return self.quantized.model
-
-    @property
-    def flips(self) -> int:
-        return self.trace[-1].flips if self.trace else 0
-
-
-class _Capture(fx.Interpreter):
-    """Runs a traced model, storing the values of the nodes in `kept` into `keep` (detached)."""
-
-    def __init__(self, graph: fx.GraphModule, kept: set[fx.Node], keep: dict[fx.Node, Any] | None):
-        super().__init__(graph)
-        self.kept, self.keep = kept, keep
-
-    def run_node(self, node: fx.Node) -> Any:
-        value = super().run_node(node)
-        if self.keep is not None and node in self.kept:
-            self.keep[node] = value.detach() if torch.is_tensor(value) else value
-        return value
-
-
-class _Evaluator:
-    """Logits of a quantised model on fixed images `x`, in chunks of 1024 as `predict`. After a change to
-    one quantised layer, only the computation from that layer on runs again, from kept activations
-    (when torch.fx can trace the model and the kept activations fit in `cache_bytes`; else it all runs)."""
-
-    def __init__(self, quantized: QuantizedModel, x: torch.Tensor, cache_bytes: int = 512 << 20):
-        self.model, self.chunks, self.cache_bytes = quantized.model, x.split(1024), cache_bytes
-        self.cache: list[dict[fx.Node, Any]] = []
-        try:
-            self.graph: fx.GraphModule | None = fx.symbolic_trace(self.model)
-        except Exception:  # untraceable models are evaluated whole
-            self.graph = None
-            return
-        nodes = list(self.graph.graph.nodes)
-        order = {node: i for i, node in enumerate(nodes)}
-        names = {layer.name: i for i, layer in enumerate(quantized.layers)}
-        self.start = [len(nodes)] * len(quantized.layers)
-        for node in nodes:  # first node that reads a layer's module or weight
-            target = str(node.target).rsplit(".", 1)[0] if node.op == "get_attr" else node.target
-            if node.op in ("call_module", "get_attr") and target in names:
-                i = names[target]
-                self.start[i] = min(self.start[i], order[node])
-        # per layer: nodes before it whose values are read from it on; they are all that must be kept
-        self.needed = [{n for n in nodes[:p] if any(order[u] >= p for u in n.users)} for p in self.start]
-        self.prefix = [nodes[:p] for p in self.start]
-        if len(nodes) in self.start:  # a layer the trace does not show reading its weight: run it all
-            self.graph = None
-        self.kept = set().union(*self.needed)
-
-    def _run(self, x: torch.Tensor, env: dict[fx.Node, Any], keep: dict[fx.Node, Any] | None) -> torch.Tensor:
-        return _Capture(self.graph, self.kept, keep).run(x, initial_env=env)
-
-    def full(self, grad: bool = False) -> torch.Tensor:
-        """Logits (N, K) of the whole model, differentiable with `grad`; refreshes the kept activations."""
-        with torch.set_grad_enabled(grad):
-            if self.graph is None:
-                return torch.cat([self.model(c) for c in self.chunks])
-            self.cache = [{} for _ in self.chunks]
-            out = torch.cat([self._run(c, {}, keep) for c, keep in zip(self.chunks, self.cache)])
-        size = sum(v.numel() * v.element_size() for keep in self.cache for v in keep.values() if torch.is_tensor(v))
-        if size > self.cache_bytes:
-            self.graph, self.cache = None, []
-        return out
-
-    def after(self, layer: int, keep: bool = True) -> torch.Tensor:
-        """Logits (N, K) once quantised layer `layer` (alone) changed since the last `full` or kept
-        `after`; `keep=False` leaves the kept activations as they were (for a trial change)."""
-        if self.graph is None:
-            return self.full()
-        out = []
-        with torch.no_grad():
-            for c, cache in zip(self.chunks, self.cache):
-                env = {n: cache.get(n) for n in self.prefix[layer]}
-                out.append(self._run(c, env, cache if keep else None))
-        return torch.cat(out)
-
-
-class WeightAttack(ABC):
-    """An attack on the quantised weights of a model. Hyperparameters are keyword-only arguments of
-    ``__init__``; the budget `flips` is given at call time. Subclasses implement `search`, which proposes
-    flips one step at a time; the final ``__call__`` quantises a copy of the model, applies each proposal,
-    measures accuracy on the evaluation slice after it, and stops at the budget or the target accuracy."""
-
-    @abstractmethod
-    def search(self, quantized: QuantizedModel, generator: torch.Generator,
-               pool: torch.Tensor | None) -> Iterator[Proposal]:
-        """Proposals, each made on the model with all earlier proposals applied; `pool` holds images the
-        attack may draw its data from."""
-
-    @final
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, flips: int,
-                 target: float | None = None, pool: torch.Tensor | None = None,
-                 generator: torch.Generator | None = None) -> WeightAttackResult:
-        """Attack a quantised copy of `model` with at most `flips` bit flips, stopping once accuracy on
-        `x` (N, C, H, W) in [0, 1] with labels `y` is <= `target`. `pool`: images (float in [0, 1] or
-        uint8) the attack draws its batch from."""
-        check_images(x, y)
-        if not isinstance(flips, int) or flips < 0:
-            raise RobenchError(f"flips must be an integer >= 0; got {flips!r}.")
-        if target is not None and not 0 <= target <= 1:
-            raise RobenchError(f"target accuracy must lie in [0, 1]; got {target!r}.")
-        generator = generator or torch.Generator().manual_seed(0)
-        was_training = model.training
-        try:
-            model.eval()
-            clean = predict(model, x).argmax(1) == y
-            quantized = QuantizedModel(model)
-        finally:
-            model.train(was_training)
-        evaluator = _Evaluator(quantized, x.to(quantized.layers[0].weight.device))
-        correct = evaluator.full().argmax(1).to(y.device) == y
-        first = correct
-        trace: list[Step] = []
-        done = 0
-        proposals = self.search(quantized, generator, pool)
-        while done < flips and not (target is not None and correct.float().mean() <= target):
-            proposal = next(proposals, None)
-            if proposal is None or done + len(proposal.indices) > flips:
-                break
-            layer = quantized.layers[proposal.layer]
-            layer.flip(proposal.indices, proposal.bits)
-            done += len(proposal.indices)
-            correct = evaluator.after(proposal.layer).argmax(1).to(y.device) == y
-            trace.append(Step(layer.name, tuple(proposal.indices.tolist()), tuple(proposal.bits.tolist()),
-                              proposal.loss, int(correct.sum()), done, proposal.seconds))
-        proposals.close()
-        return WeightAttackResult(quantized, trace, clean, first, correct)
+__all__ = ["BIT_VALUES", "QuantLayer", "QuantizedModel", "from_bits", "to_bits", "Proposal", "Step",
+           "WeightAttack", "WeightAttackResult", "FxEvaluator", "MARGIN_CAP", "margin_loss", "LOSSES", "BitFlipAttack",
+           "RandomFlipAttack", "BitFlipThreat", "RandomFlipThreat"]
 
 
 def _batch(pool: torch.Tensor | None, size: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -337,7 +99,7 @@ class BitFlipAttack(WeightAttack):
         x = _batch(pool, self.batch, generator, device)
         labels = predict(quantized.model, x).argmax(1)
         weights = [layer.weight for layer in quantized.layers]
-        evaluator = _Evaluator(quantized, x)
+        evaluator = FxEvaluator(quantized, x)
         while True:
             start = time.perf_counter()
             for w in weights:

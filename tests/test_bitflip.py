@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from robench.attacks.bitflip import (BitFlipAttack, QuantizedModel, RandomFlipAttack, _Evaluator, from_bits,
-                                     to_bits)
+from robench.attacks.bitflip import BitFlipAttack, RandomFlipAttack
+from robench.attacks.fx_evaluator import FxEvaluator
+from robench.attacks.quantization import QuantizedModel, from_bits, to_bits
 from robench.inference import predict
 from robench.threats import build_threat
 
@@ -172,7 +173,7 @@ def test_random_flips_are_uniform_over_all_bits(embedded_model):
 
 def test_evaluator_recomputes_only_what_changed_exactly(embedded_model, eval_slice):
     q = QuantizedModel(embedded_model)
-    evaluator = _Evaluator(q, eval_slice.x)
+    evaluator = FxEvaluator(q, eval_slice.x)
     assert evaluator.graph is not None
     evaluator.full()
     g = torch.Generator().manual_seed(0)
