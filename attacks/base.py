@@ -12,10 +12,11 @@ from torch import nn
 
 from robench.errors import RobenchError
 from robench.inference import check_images, predict
-from robench.metrics import accuracy
+from robench.metrics import Accuracy, accuracy
+from robench.report import Column, Curve, Report, number
 from robench.seeding import derived
 from robench.spec import as_tuple
-from robench.threats import Outputs, Required, Threat
+from robench.threats import Kind, Outputs, Required, Threat
 
 
 @dataclass
@@ -33,6 +34,8 @@ class Attack(ABC):
 
     #: the norm `eps` is measured in: "linf" or "l2"
     norm: ClassVar[str]
+    #: the attack's name in table titles ("PGD Linf"); None: the threat's registered name
+    label: ClassVar[str | None] = None
     budget_parameters: ClassVar[dict] = {"eps": Required(float)}
 
     @abstractmethod
@@ -89,7 +92,7 @@ class AttackThreat(Threat):
     and distributed on its own) with its own random stream, derived from the shard's seed and that eps
     alone, so an eps gives the same result whatever other eps are in the list."""
 
-    kind = "input-attack"
+    kind = Kind.INPUT_ATTACK
     version = 2  # v2: one part and one random stream per eps (v1: the eps shared one stream in turn)
 
     def __init__(self, attack: Attack, epsilons: tuple[float, ...]):
@@ -125,3 +128,17 @@ class AttackThreat(Threat):
             norms[repr(eps)] = float(np.nanmean(values)) if np.isfinite(values).any() else None
         return {"clean_accuracy": accuracy(outputs["clean_correct"]), "robust_accuracy": robust,
                 "mean_perturbation_norm": norms}
+
+    def report(self, metrics: dict[str, Any], label: str | None = None) -> Report:
+        """Headline: robust accuracy per eps; details: clean, robust and the mean perturbation norm of
+        successes per eps; one robustness curve (clean accuracy at eps 0)."""
+        label = label or self.attack.label or self.spec.name
+        clean = Accuracy.from_json(metrics["clean_accuracy"])
+        robust = {float(e): Accuracy.from_json(a) for e, a in metrics["robust_accuracy"].items()}
+        columns = [Column("clean", clean, baseline=True)]
+        columns += [Column(f"eps {number(e)}", a, head=number(e)) for e, a in robust.items()]
+        columns += [Column(f"mean norm @{number(e)}", v) for e, v in metrics.get("mean_perturbation_norm", {}).items()]
+        points = [(0.0, clean.value, *clean.interval)] + [(e, a.value, *a.interval) for e, a in robust.items()]
+        return Report(label, f"{label}: robust accuracy ({self.attack.norm} eps), an example counting only if correct "
+                             "on clean input and under every restart", tuple(columns),
+                      (Curve("robustness_curve", label, "eps", tuple(points)),))

@@ -21,10 +21,11 @@ from robench.attacks.weights import Proposal, Step, WeightAttack, WeightAttackRe
 from robench.data import load_dataset
 from robench.errors import RobenchError
 from robench.inference import check_images, predict
-from robench.metrics import accuracy, clopper_pearson
+from robench.metrics import Accuracy, accuracy, clopper_pearson
 from robench.registry import ATTACKS
 from robench.seeding import derived
-from robench.threats import Outputs, Threat
+from robench.report import Column, Curve, Report
+from robench.threats import Kind, Outputs, Threat
 
 __all__ = ["BIT_VALUES", "QuantLayer", "QuantizedModel", "from_bits", "to_bits", "Proposal", "Step",
            "WeightAttack", "WeightAttackResult", "FxEvaluator", "MARGIN_CAP", "margin_loss", "LOSSES", "BitFlipAttack",
@@ -189,7 +190,7 @@ class BitFlipThreat(Threat):
     over batches with its range. Each batch is drawn (with its own random stream) from the training split
     of `dataset`, found under the data root (``$ROBENCH_DATA`` or the cache), and is its own part."""
 
-    kind = "weight-attack"
+    kind = Kind.WEIGHT_ATTACK
     version = 2  # v2: `seeds` attack batches, median and range (v1: one batch)
     shard_size = None
 
@@ -276,12 +277,37 @@ class BitFlipThreat(Threat):
                                                       for k in ("step", "layer", "index", "bit")))],
         }
 
+    def report(self, metrics: dict[str, Any]) -> Report:
+        """Headline: the flips to the target accuracy (median over batches; ">N" when not reached within N,
+        more is better); details: 8-bit accuracy, range over batches, final accuracy, flips, Hamming
+        distance; the curve of accuracy against flips (8-bit accuracy at 0 flips)."""
+        quantized = Accuracy.from_json(metrics["quantized_accuracy"])
+        to_target = metrics["flips_to_target"]
+        target = f"flips to {100 * metrics['target']:g}%"
+        columns = [Column("8-bit", quantized),
+                   Column(target, to_target if to_target is not None else f">{metrics['flips']}", head=target)]
+        if "flips_to_target_range" in metrics:
+            lo, hi = (f">{self.flips}" if v is None else v for v in metrics["flips_to_target_range"])
+            columns += [Column("range over batches", f"{lo} to {hi}"), Column("batches", metrics["batches"])]
+        columns += [Column("final", Accuracy.from_json(metrics["final_accuracy"])),
+                    Column("flips", metrics["flips"]), Column("hamming", metrics["hamming_distance"])]
+        points = [(0.0, quantized.value, *quantized.interval)] + [
+            (float(p["flips"]), p["accuracy"], *p.get("ci95", (None, None))) for p in metrics["accuracy_per_flip"]]
+        return Report(
+            "BFA", "bit flips the progressive bit search (BFA) needs to bring the 8-bit model's accuracy to "
+                   f"{100 * self.target:g}%", tuple(columns),
+            (Curve("bitflip", "Accuracy under bit-flip attack", "bit flips", tuple(points)),),
+            notes=("BFA flips: bit flips the progressive bit search needs to bring the 8-bit model's accuracy down "
+                   "to the target, the median over attack batches (their range is in the detail table; more is "
+                   "better; >N: not reached within N).",),
+            provenance=(f"{len(self.batches)} attack batches of {self.attack.batch} {self.dataset} training images",))
+
 
 class RandomFlipThreat(Threat):
     """Accuracy of the quantised model after each of `flips` random bit flips, for `seeds` independent
     runs (seeds drawn from the threat's generator); the median over runs is the baseline."""
 
-    kind = "weight-attack"
+    kind = Kind.WEIGHT_ATTACK
     version = 2  # v2: bits drawn uniformly from the whole model (v1: a layer first, then a bit in it)
     shard_size = None
 
@@ -318,3 +344,13 @@ class RandomFlipThreat(Threat):
             "median_accuracy_per_flip": [
                 {"flips": f + 1, "accuracy": float(m) / n} for f, m in enumerate(median)],
         }
+
+    def report(self, metrics: dict[str, Any]) -> Report:
+        """Details only: 8-bit accuracy and the median accuracy after the random flips (the baseline of
+        the bit-flip attack)."""
+        return Report("random flips", f"accuracy of the 8-bit model after {self.flips} random bit flips, median "
+                                      f"over {self.seeds} runs",
+                      (Column("8-bit", Accuracy.from_json(metrics["quantized_accuracy"])),
+                       Column(f"median acc. after {metrics['flips']} random flips %", metrics["median_accuracy"],
+                              percent=True),
+                       Column("seeds", metrics["seeds"])))

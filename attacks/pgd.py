@@ -240,6 +240,7 @@ class LinfPGD(PGD):
     2.5 * eps / steps by default (foolbox's LinfPGD takes rel_step 0.01/0.3, Madry's 0.01 at eps 0.3)."""
 
     norm = "linf"
+    label = "PGD Linf"
 
     def __init__(self, *, steps: int = 40, rel_step: float | None = None, step: float | None = None,
                  restarts: int = 1, random_start: bool = True, early_stop: bool = False, precision: str = "fp32"):
@@ -267,6 +268,7 @@ class L2PGD(PGD):
     rescaling; 50 steps of 2.5 * eps / steps by default (foolbox's L2PGD takes rel_step 0.025)."""
 
     norm = "l2"
+    label = "PGD L2"
 
     def __init__(self, *, steps: int = 50, rel_step: float | None = None, step: float | None = None,
                  restarts: int = 1, random_start: bool = True, early_stop: bool = False, precision: str = "fp32"):
@@ -287,6 +289,8 @@ class L2PGD(PGD):
 @ATTACKS.register("fgsm")
 class FGSM(LinfPGD):
     """Fast gradient sign method: one step of size eps from the clean input (Goodfellow et al. 2015)."""
+
+    label = "FGSM"
 
     def __init__(self, *, precision: str = "fp32"):
         PGD.__init__(self, steps=1, rel_step=1.0, random_start=False, precision=precision)

@@ -7,6 +7,7 @@ copies). As a threat, the model under test is the base classifier and the spec n
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import torch
@@ -17,7 +18,8 @@ from robench.attacks.base import Attack
 from robench.defenses.smoothing import Smooth, num_classes_of
 from robench.errors import RobenchError
 from robench.registry import ATTACKS
-from robench.threats import Outputs, Threat
+from robench.report import Report
+from robench.threats import Kind, Outputs, Threat
 
 
 def _l2(v: torch.Tensor) -> torch.Tensor:
@@ -32,6 +34,7 @@ class SmoothAdv(Attack):
     L2 ball of radius eps and onto [0, 1]. The model must be a `Smooth`."""
 
     norm = "l2"
+    label = "SmoothAdv"
     #: threat parameters besides eps: the smoothing the base model gets and the votes judging success
     budget_parameters: ClassVar[dict] = {**Attack.budget_parameters, "sigma": 0.25, "samples": 100}
 
@@ -71,7 +74,7 @@ class SmoothedThreat(Threat):
     """An input-attack threat evaluated on the smoothed version (`sigma`, majority of `samples` votes)
     of the model under test: clean and robust accuracy are those of the smoothed classifier."""
 
-    kind = "input-attack"
+    kind = Kind.INPUT_ATTACK
 
     def __init__(self, inner: Threat, sigma: float, samples: int):
         if sigma <= 0 or samples < 1:
@@ -86,3 +89,9 @@ class SmoothedThreat(Threat):
 
     def summarize(self, outputs: Outputs) -> dict[str, Any]:
         return {**self.inner.summarize(outputs), "sigma": self.sigma, "samples": self.samples}
+
+    def report(self, metrics: dict[str, Any]) -> Report:
+        """The inner attack's report, read as the smoothed classifier's."""
+        inner = self.inner.report(metrics, label=f"{self.inner.attack.label} (σ={self.sigma:g})")
+        return replace(inner, provenance=(f"accuracies of the smoothed classifier: sigma {self.sigma:g}, majority of "
+                                          f"{self.samples} noisy votes",))

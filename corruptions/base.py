@@ -9,10 +9,11 @@ import torch
 
 from robench.errors import RobenchError
 from robench.inference import check_images, predict
-from robench.metrics import accuracy, calibration
+from robench.metrics import Accuracy, accuracy, calibration
+from robench.report import Column, Curve, Report
 from robench.registry import CORRUPTIONS
 from robench.seeding import derived
-from robench.threats import Outputs, Threat
+from robench.threats import Kind, Outputs, Threat
 
 
 class Corruption(ABC):
@@ -57,8 +58,10 @@ class CorruptionThreat(Threat):
     """Accuracy and calibration (NLL, Brier, ECE) on clean data and under each corruption, each with
     its own random stream (derived from the shard's seed and the corruption's name)."""
 
-    kind = "corruption"
+    kind = Kind.CORRUPTION
     cost = 2.0  # the corruption and a forward pass, plus the clean forward pass
+    #: the suite's name in table titles ("MNIST-C"), set by the suite; None: the threat's registered name
+    label: str | None = None
 
     def __init__(self, corruptions: dict[str, Corruption]):
         self.corruptions = corruptions
@@ -92,6 +95,30 @@ class CorruptionThreat(Threat):
             metrics["mean_accuracy"] = mean
             metrics["relative_drop"] = (acc["clean"]["value"] - mean) / acc["clean"]["value"] if acc["clean"]["value"] else None
         return metrics
+
+    def report(self, metrics: dict[str, Any]) -> Report:
+        """Headline: the mean accuracy over the corruptions (none for clean data alone); details: clean and
+        per-corruption accuracy, mean, relative drop, mean and clean ECE; bars of accuracy per corruption."""
+        label = self.label or self.spec.name
+        clean = Accuracy.from_json(metrics["clean_accuracy"])
+        per = {name: Accuracy.from_json(a) for name, a in metrics.get("accuracy", {}).items()}
+        calibration = metrics["calibration"]
+        columns = [Column("clean", clean, baseline=True)] + [Column(name, a) for name, a in per.items()]
+        notes: tuple[str, ...] = ()
+        curves: tuple[Curve, ...] = ()
+        if "mean_accuracy" in metrics:
+            eces = [v["ece"] for k, v in calibration.items() if k != "clean"]
+            columns += [Column("mean", metrics["mean_accuracy"], head="mean", percent=True),
+                        Column("relative drop %", metrics.get("relative_drop"), percent=True, higher_is_better=False),
+                        Column("mean ECE", sum(eces) / len(eces), higher_is_better=False)]
+            notes = (f"{label} mean: the mean of the per-corruption accuracies (their intervals are in the detail "
+                     "table).",)
+            curves = (Curve("corruption_accuracy", "accuracy per corruption", "corruption",
+                            tuple((name, a.value, *a.interval) for name, a in per.items()), style="bars"),)
+        columns.append(Column("clean ECE", calibration["clean"]["ece"], higher_is_better=False))
+        what = f"{len(per)} corruptions" if per else "clean data"
+        return Report(label, f"accuracy and calibration (NLL, Brier, 15-bin ECE) on {what}", tuple(columns),
+                      curves, notes)
 
 
 @register

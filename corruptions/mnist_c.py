@@ -676,6 +676,9 @@ MNIST_C = ("shot_noise", "impulse_noise", "glass_blur", "motion_blur", "shear", 
 class MnistC:
     """The MNIST-C suite: the chosen corruptions ("all" for the 15) at the published severities."""
 
+    #: the suite's name in table titles
+    label = "MNIST-C"
+
     def __init__(self, *, corruptions: tuple[str, ...] = ("all",)):
         names = MNIST_C if tuple(corruptions) == ("all",) else tuple(corruptions)
         for name in names:
@@ -685,7 +688,9 @@ class MnistC:
 
     @classmethod
     def as_threat(cls, **params: Any) -> CorruptionThreat:
-        return CorruptionThreat(cls(**params).corruptions)
+        threat = CorruptionThreat(cls(**params).corruptions)
+        threat.label = cls.label
+        return threat
 
 
 def suite_corruptions(suite: str | Sequence[str]) -> dict[str, Corruption]:

@@ -21,10 +21,11 @@ from robench.corruptions.noise import gaussian_noise
 from robench.defenses.base import InferenceDefense
 from robench.errors import RobenchError
 from robench.inference import check_images, predict
-from robench.metrics import accuracy
+from robench.metrics import Accuracy, accuracy
 from robench.registry import DEFENSES
 from robench.spec import ThreatSpec
-from robench.threats import Outputs, Threat
+from robench.report import Column, Curve, Report
+from robench.threats import Kind, Outputs, Threat
 
 ABSTAIN = -1
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -119,7 +120,7 @@ class SmoothingThreat(Threat):
     and radius >= r), average certified radius, abstention rate and clean accuracy of the smoothed
     classifier (its certified prediction correct, i.e. certified accuracy at radius 0)."""
 
-    kind = "certification"
+    kind = Kind.CERTIFICATION
     shard_size: ClassVar[int | None] = 100
 
     @property
@@ -170,6 +171,25 @@ class SmoothingThreat(Threat):
             "max_radius": max_radius(self.sigma, self.n, self.alpha),
             "seconds_per_example": float(np.mean(outputs["time"])),
         }
+
+    def report(self, metrics: dict[str, Any]) -> Report:
+        """Headline: certified accuracy at each radius > 0; details: the smoothed classifier's clean
+        accuracy, certified accuracy at every radius, ACR, abstention rate and the largest certifiable
+        radius; the curve of certified accuracy against the L2 radius."""
+        certified = {float(r): Accuracy.from_json(a) for r, a in metrics["certified_accuracy"].items()}
+        columns = [Column("smoothed clean", Accuracy.from_json(metrics["clean_accuracy"]))]
+        columns += [Column(f"r={r:g}", a, head=f"r={r:g} (σ={self.sigma:g})" if r > 0 else None)
+                    for r, a in certified.items()]
+        columns += [Column("ACR", metrics["average_certified_radius"]),
+                    Column("abstain", Accuracy.from_json(metrics["abstention_rate"]), higher_is_better=False),
+                    Column("max radius", metrics["max_radius"])]
+        return Report(
+            "certified", f"randomized smoothing (sigma {self.sigma:g}): certified L2 accuracy by CERTIFY", tuple(columns),
+            (Curve("certified_accuracy", "Certified accuracy", "L2 radius",
+                   tuple((r, a.value, *a.interval) for r, a in certified.items())),),
+            notes=("Certified: randomized-smoothing certified accuracy at that L2 radius.",),
+            provenance=(f"CERTIFY with n0={self.n0}, n={self.n}, alpha={self.alpha:g}, {self.precision}: no radius "
+                        f"above {metrics['max_radius']:.3g} can be certified",))
 
 
 def certify(model: nn.Module, x: torch.Tensor, y: torch.Tensor, out: str | Path, *,

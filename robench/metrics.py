@@ -1,8 +1,13 @@
 """Accuracy with 95% Clopper-Pearson intervals, and calibration metrics (NLL, Brier, ECE)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 from scipy import stats
+
+from robench.errors import RobenchError
 
 
 def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
@@ -15,11 +20,59 @@ def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     return (lo, hi)
 
 
+@dataclass(frozen=True)
+class Accuracy:
+    """An accuracy: `correct` of `n` examples, `value` = correct / n, and its 95% Clopper-Pearson `interval`.
+    Its JSON (in Records, the store and leaderboard entries) is ``{"value", "correct", "n", "ci95"}``."""
+
+    value: float
+    correct: int
+    n: int
+    interval: tuple[float, float]
+
+    @classmethod
+    def of(cls, correct: np.ndarray) -> "Accuracy":
+        """The accuracy of a boolean per-example mask."""
+        correct = np.asarray(correct, dtype=bool)
+        k, n = int(correct.sum()), int(correct.size)
+        return cls(k / n if n else float("nan"), k, n, clopper_pearson(k, n))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"value": self.value, "correct": self.correct, "n": self.n, "ci95": list(self.interval)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Accuracy":
+        """The accuracy stored as `data` (see `to_json`); a RobenchError names what is missing."""
+        if not cls.is_json(data):
+            raise RobenchError(f"not an accuracy (value, correct, n, ci95): {str(data)[:80]}")
+        lo, hi = data["ci95"]
+        return cls(data["value"], data["correct"], data["n"], (lo, hi))
+
+    @staticmethod
+    def is_json(data: Any) -> bool:
+        """True when `data` has the stored layout of an accuracy (exactly the keys value, correct, n, ci95)."""
+        return isinstance(data, dict) and data.keys() == _ACCURACY_KEYS
+
+
+_ACCURACY_KEYS = {"value", "correct", "n", "ci95"}
+
+
 def accuracy(correct: np.ndarray) -> dict:
-    """{value, correct, n, ci95} for a boolean per-example mask."""
-    correct = np.asarray(correct, dtype=bool)
-    k, n = int(correct.sum()), int(correct.size)
-    return {"value": k / n if n else float("nan"), "correct": k, "n": n, "ci95": list(clopper_pearson(k, n))}
+    """The JSON of the `Accuracy` of a boolean per-example mask: {value, correct, n, ci95}. Threats
+    summarize into JSON; readers turn it back into an Accuracy with `Accuracy.from_json`."""
+    return Accuracy.of(correct).to_json()
+
+
+def accuracies(metrics: Any, prefix: str = "") -> dict[str, Accuracy]:
+    """metric path ("robust_accuracy/0.1") -> every accuracy stored in a Record's metrics (JSON)."""
+    out: dict[str, Accuracy] = {}
+    items = metrics.items() if isinstance(metrics, dict) else enumerate(metrics) if isinstance(metrics, list) else ()
+    for key, value in items:
+        if Accuracy.is_json(value):
+            out[f"{prefix}{key}"] = Accuracy.from_json(value)
+        elif isinstance(value, (dict, list)):
+            out.update(accuracies(value, f"{prefix}{key}/"))
+    return out
 
 
 def _mean_ci(values: np.ndarray, level: float = 0.95) -> list[float]:

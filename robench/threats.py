@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import typing
 from abc import ABC, abstractmethod
+from enum import Enum
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
@@ -19,6 +20,9 @@ from torch import nn
 from robench.errors import RobenchError, unknown_name
 from robench.registry import ATTACKS, CORRUPTIONS, DEFENSES
 from robench.spec import ThreatSpec, Value, conform
+
+if typing.TYPE_CHECKING:
+    from robench.report import Report
 
 REQUIRED = inspect.Parameter.empty
 
@@ -40,10 +44,22 @@ class Parameter(NamedTuple):
 Outputs = dict[str, np.ndarray]
 
 
+class Kind(str, Enum):
+    """What a threat tests; the value is what Records store as their ``kind``."""
+
+    INPUT_ATTACK = "input-attack"
+    WEIGHT_ATTACK = "weight-attack"
+    CORRUPTION = "corruption"
+    CERTIFICATION = "certification"
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+
 class Threat(ABC):
     """One configured way of testing a model. Subclasses set `kind` and implement the two methods."""
 
-    kind: ClassVar[str]
+    kind: ClassVar[Kind]
     #: bump when a change to the code changes results, so stored results become stale
     version: ClassVar[int] = 1
     #: the most examples per shard; None evaluates the whole slice as one shard (e.g. weight attacks)
@@ -65,6 +81,14 @@ class Threat(ABC):
     @abstractmethod
     def summarize(self, outputs: Outputs) -> dict[str, Any]:
         """Metrics (JSON-ready) from the outputs of all shards, concatenated along the first axis."""
+
+    def report(self, metrics: dict[str, Any]) -> "Report":
+        """How the `metrics` of one Record of this threat read: headline and detail columns, curves, a
+        description and notes (robench.report). Every table, figure and leaderboard renders Records
+        through this alone. The default lists every accuracy and number of the metrics as details."""
+        from robench.report import generic
+
+        return generic(self.spec.name, (type(self).__doc__ or "").strip().split("\n")[0], metrics)
 
     def parts(self) -> dict[str, "Threat"]:
         """Independent pieces of this threat, by name, each evaluated as its own task on every shard
