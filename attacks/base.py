@@ -30,7 +30,9 @@ class AttackResult:
 class Attack(ABC):
     """An input attack. Hyperparameters are keyword-only arguments of ``__init__``; the budget `eps` is
     given at call time. Subclasses implement `run`; the final ``__call__`` checks the inputs, puts the
-    model in eval mode with frozen parameters, and restores both afterwards."""
+    model in eval mode with frozen parameters, and restores both afterwards; it then enforces the budget
+    and judges success the same way for every attack (see `__call__`). Subclasses may not override
+    ``__call__``."""
 
     #: the norm `eps` is measured in: "linf" or "l2"
     norm: ClassVar[str]
@@ -43,9 +45,26 @@ class Attack(ABC):
             generator: torch.Generator) -> torch.Tensor:
         """Adversarial inputs within `eps` of `x` (in `norm`) and in [0, 1]."""
 
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        if "__call__" in vars(cls):
+            raise TypeError(f"{cls.__name__} overrides Attack.__call__, which enforces the budget and judges "
+                            "success for every attack; implement `run` instead.")
+
     @final
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
                  generator: torch.Generator | None = None) -> AttackResult:
+        """Run the attack on images `x` (N, C, H, W) in [0, 1] with labels `y` (N,) at budget `eps`.
+
+        The budget is enforced here, for every attack: the inputs `run` returns must have the shape of
+        `x`, be finite, lie in [0, 1] and within `eps` of `x` in `norm`, up to float rounding (8 ulps of the
+        dtype per coordinate, accumulated over the coordinates for L2 and L1; none for L0). Anything
+        else is **rejected** with a RobenchError, not clipped: an attack that leaves its budget has a bug,
+        and projecting its output would hide the bug and report a result the attack never produced;
+        and a projection is not a no-op for a correct attack (rescaling onto the L2 sphere changes the
+        last bits of points on it), so clipping would change the results of the attacks that are right.
+        Success is then judged on the returned inputs alone: the model in eval mode misclassifies them
+        (``predict(model, adversarial).argmax(1) != y``)."""
         check_images(x, y)
         if not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
             raise RobenchError(f"eps must be a finite number >= 0; got {eps!r}.")
@@ -57,12 +76,41 @@ class Attack(ABC):
             p.requires_grad_(False)
         try:
             adversarial = self.run(model, x, y, float(eps), generator).detach()
+            self._check_budget(x, adversarial, float(eps))
             success = predict(model, adversarial).argmax(1) != y
         finally:
             model.train(was_training)
             for p, flag in zip(model.parameters(), grad_flags):
                 p.requires_grad_(flag)
         return AttackResult(adversarial, success)
+
+    def _check_budget(self, x: torch.Tensor, adversarial: torch.Tensor, eps: float) -> None:
+        """Raise unless `adversarial` has the shape of `x`, is finite, lies in [0, 1] and within `eps` of
+        `x` in `norm`, up to float rounding (see `__call__`)."""
+        name = type(self).__name__
+        if not torch.is_tensor(adversarial) or adversarial.shape != x.shape:
+            shape = tuple(adversarial.shape) if torch.is_tensor(adversarial) else type(adversarial).__name__
+            raise RobenchError(f"attack {name} returned {shape} from run; expected a tensor of the input "
+                               f"shape {tuple(x.shape)}.")
+        if not len(x):
+            return
+        if not torch.isfinite(adversarial).all():
+            raise RobenchError(f"attack {name} returned non-finite inputs (NaN or inf); an attack must return "
+                               "images in [0, 1].")
+        ulp = 8 * torch.finfo(adversarial.dtype if adversarial.is_floating_point() else torch.float32).eps
+        low, high = float(adversarial.min()), float(adversarial.max())
+        if low < -ulp or high > 1 + ulp:
+            raise RobenchError(f"attack {name} returned inputs outside [0, 1] (from {low:g} to {high:g}); an "
+                               "attack must return images in [0, 1]: clamp them in `run` (e.g. .clamp(0, 1)).")
+        norms = perturbation_norm(adversarial.to(x.dtype) - x, self.norm)
+        d = x[0].numel()
+        slack = {"linf": ulp, "l2": ulp * (eps + math.sqrt(d)), "l1": ulp * (eps + d), "l0": 0.0}[self.norm]
+        worst = int(norms.argmax())
+        if float(norms[worst]) > eps + slack:
+            raise RobenchError(f"attack {name} returned inputs outside its budget: example {worst} is at "
+                               f"{self.norm} distance {float(norms[worst]):.6g} from the input, eps is {eps:g}; "
+                               "an attack must project its output into the eps ball in `run` (Linf: clamp the "
+                               "perturbation to [-eps, eps]; L2: rescale it to norm <= eps).")
 
     @classmethod
     def as_threat(cls, eps: Any, **hyperparameters: Any) -> "AttackThreat":
