@@ -110,28 +110,42 @@ def _check_models(models: Sequence[str], dataset: str, args: argparse.Namespace)
                                f"evaluate it on {dataset} anyway.")
 
 
-def _write_outputs(records, out: Path, curve_title: str = "") -> list[Path]:
+def _write_outputs(records, out: Path) -> list[Path]:
+    """records.json, results.md and results.csv, and one figure per kind of curve the Records' threats
+    report (robench.report.Curve.figure: robustness_curve.png, corruption_accuracy.png, ...)."""
     from robench import plots, tables
     from robench.files import atomic_write
+    from robench.report import report_of
 
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, fmt in (("records.json", "json"), ("results.md", "markdown"), ("results.csv", "csv")):
         atomic_write(out / name, tables.render(records, fmt))
         written.append(out / name)
-    curves: dict[str, list] = {}
+    titles = tables.threat_titles(r.threat for r in records)
+    figures: dict[str, list] = {}
     for r in records:
-        if r.kind == "input-attack":
-            for eps, acc in r.metrics["robust_accuracy"].items():
-                curves.setdefault(f"{r.model} ({r.threat.split(':')[0]})", []).append(
-                    (float(eps), acc["value"], *acc["ci95"]))
-    if curves:
-        written.append(plots.robustness_curve(curves, out / "robustness_curve.png", title=curve_title))
-    per_corruption = {r.model: {c: (a["value"], *a["ci95"]) for c, a in r.metrics["accuracy"].items()}
-                      for r in records if r.kind == "corruption" and "accuracy" in r.metrics}
-    if per_corruption:
-        written.append(plots.corruption_accuracy(per_corruption, out / "corruption_accuracy.png",
-                                                 title="accuracy per corruption"))
+        for curve in report_of(r.threat, r.metrics).curves:
+            figures.setdefault(curve.figure, []).append((r, curve))
+    for figure, drawn in figures.items():
+        one_threat = len({r.threat for r, _ in drawn}) == 1
+        series: dict[str, list] = {}
+        for r, curve in drawn:
+            label = r.model if one_threat else f"{r.model} ({titles[r.threat]})"
+            copy = 1
+            while label in series:
+                copy += 1
+                label = f"{r.model} ({copy})" if one_threat else f"{r.model} ({titles[r.threat]}, {copy})"
+            series[label] = list(curve.points)
+        first = drawn[0][1]
+        datasets = sorted({r.dataset for r, _ in drawn})
+        title = ", ".join(dict.fromkeys(c.title for _, c in drawn)) + f" on {', '.join(datasets)}"
+        path = out / f"{figure}.png"
+        if first.style == "bars":
+            written.append(plots.bars({k: {p[0]: tuple(p[1:]) for p in v} for k, v in series.items()}, path,
+                                      ylabel=first.y, title=title))
+        else:
+            written.append(plots.curves(series, path, xlabel=first.x, ylabel=first.y, title=title))
     return written
 
 
@@ -191,28 +205,24 @@ def cmd_run(args: argparse.Namespace) -> None:
             print(f"wrote {path}", file=sys.stderr)
 
 
-QUICKSTART_MODELS = ("mnist5k-small-cnn", "mnist5k-mlp")
-QUICKSTART_THREATS = ("clean", "pgd-linf:eps=0.05|0.1|0.15|0.2|0.3,steps=20,rel_step=0.1", "mnist-c",
-                      "bitflip:dataset=mnist-5k,flips=20")
-#: certification costs n0 + n forward passes per example, so the quickstart certifies fewer points
-QUICKSTART_CERTIFY = ("smoothing:sigma=0.25,n0=50,n=500,radii=0.0|0.25|0.5", 100)
-
-
 def cmd_quickstart(args: argparse.Namespace) -> None:
+    """The benchmark files quickstart.toml and quickstart-certify.toml shipped with robench (robench/benchmarks),
+    on the first --n points (a file's own n caps it)."""
     from robench import tables
+    from robench.spec import Benchmark
 
     start = time.perf_counter()
     out = _output_path(args.out, folder=True)
-    print(f"robench quickstart: {', '.join(QUICKSTART_MODELS)} on the embedded MNIST digits (mnist-5k, "
-          f"first {args.n} test points; {min(QUICKSTART_CERTIFY[1], args.n)} for certification), offline.",
-          file=sys.stderr)
-    records = _run(QUICKSTART_MODELS, QUICKSTART_THREATS, args, dataset="mnist-5k", split="test", n=args.n,
-                   indices=None, seed=0)
-    certify, n_certify = QUICKSTART_CERTIFY
-    records += _run(QUICKSTART_MODELS, [certify], args, dataset="mnist-5k", split="test",
-                    n=min(n_certify, args.n), indices=None, seed=0)
+    runs = [Benchmark.preset("quickstart"), Benchmark.preset("quickstart-certify")]
+    sizes = [args.n if b.n is None else min(b.n, args.n) for b in runs]
+    print(f"robench quickstart: {', '.join(runs[0].models)} on the embedded MNIST digits ({runs[0].dataset}, "
+          f"first {sizes[0]} test points; {sizes[1]} for certification), offline.", file=sys.stderr)
+    records = []
+    for bench, n in zip(runs, sizes):
+        records += _run(bench.models, bench.threats, args, dataset=bench.dataset, split=bench.split, n=n,
+                        indices=None, seed=bench.seed)
     print(tables.render(records, "table"), end="")
-    for path in _write_outputs(records, out, "PGD Linf on mnist-5k"):
+    for path in _write_outputs(records, out):
         print(f"wrote {path}")
     print(f"done in {time.perf_counter() - start:.0f} s", file=sys.stderr)
 

@@ -26,22 +26,25 @@ def _finish(fig, ax, path: str | Path, grid_axis: str = "both") -> Path:
     return _save(fig, path)
 
 
-def robustness_curve(curves: dict[str, Sequence[tuple[float, float, float, float]]], path: str | Path,
-                     *, xlabel: str = "eps", title: str = "") -> Path:
-    """Accuracy against perturbation size, one line per model; each point is (eps, acc, ci_lo, ci_hi)."""
+def curves(series: dict[str, Sequence[tuple]], path: str | Path, *, xlabel: str, ylabel: str = "accuracy",
+           title: str = "") -> Path:
+    """Lines of y against x, one per name; each point is (x, y) or (x, y, ci_lo, ci_hi), the interval drawn
+    as a band where known (robench.report.Curve points)."""
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for name, points in curves.items():
-        points = sorted(points)
-        eps = [p[0] for p in points]
-        ax.plot(eps, [p[1] for p in points], marker="o", label=name)
-        ax.fill_between(eps, [p[2] for p in points], [p[3] for p in points], alpha=0.2)
-    ax.set(xlabel=xlabel, ylabel="accuracy", ylim=(0, 1.02), title=title)
+    for name, points in series.items():
+        points = sorted(points, key=lambda p: p[0])
+        xs = [p[0] for p in points]
+        ax.plot(xs, [p[1] for p in points], marker="o" if len(points) < 30 else None, label=name)
+        banded = [p for p in points if len(p) >= 4 and p[2] is not None and p[3] is not None]
+        if banded:
+            ax.fill_between([p[0] for p in banded], [p[2] for p in banded], [p[3] for p in banded], alpha=0.2)
+    ax.set(xlabel=xlabel, ylabel=ylabel, ylim=(0, 1.02), title=title)
     return _finish(fig, ax, path)
 
 
 def certified_accuracy_curve(curves: dict[str, tuple[Sequence[float], Sequence[bool]]], path: str | Path,
-                             *, title: str = "") -> Path:
-    """Certified accuracy (correct and radius >= r) against the L2 radius r, one line per model, with a
+                             *, title: str = "", xlabel: str = "radius") -> Path:
+    """Certified accuracy (correct and radius >= r) against the radius r, one line per model, with a
     95% Clopper-Pearson band; each curve is (per-example radius, per-example correct)."""
     import numpy as np
 
@@ -56,7 +59,7 @@ def certified_accuracy_curve(curves: dict[str, tuple[Sequence[float], Sequence[b
         bands = [clopper_pearson(k, len(radius)) for k in hits]
         ax.plot(grid, [k / max(len(radius), 1) for k in hits], label=name)
         ax.fill_between(grid, [b[0] for b in bands], [b[1] for b in bands], alpha=0.2)
-    ax.set(xlabel="L2 radius", ylabel="certified accuracy", ylim=(0, 1.02), title=title)
+    ax.set(xlabel=xlabel, ylabel="certified accuracy", ylim=(0, 1.02), title=title)
     return _finish(fig, ax, path)
 
 
@@ -79,20 +82,22 @@ def corruption_grid(rows: dict[str, Sequence], path: str | Path, *, title: str =
     return _save(fig, path, dpi=100)
 
 
-def corruption_accuracy(models: dict[str, dict[str, tuple[float, float, float]]], path: str | Path, *,
-                        title: str = "") -> Path:
-    """Accuracy per corruption, models side by side: models[model][corruption] = (acc, ci_lo, ci_hi)."""
-    names = list(dict.fromkeys(c for per in models.values() for c in per))
-    width = 0.8 / max(len(models), 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(names) * max(len(models), 1) + 1.5), 4))
-    for k, (model, per) in enumerate(models.items()):
-        xs = [i + (k - (len(models) - 1) / 2) * width for i, c in enumerate(names) if c in per]
-        acc = [per[c][0] for c in names if c in per]
-        err = [[per[c][0] - per[c][1] for c in names if c in per], [per[c][2] - per[c][0] for c in names if c in per]]
-        ax.bar(xs, acc, width, yerr=err, capsize=2, label=model)
+def bars(series: dict[str, dict[str, tuple]], path: str | Path, *, ylabel: str = "accuracy", title: str = "") -> Path:
+    """y per category, series side by side: series[name][category] = (y, ci_lo, ci_hi), the interval as
+    error bars where known."""
+    names = list(dict.fromkeys(c for per in series.values() for c in per))
+    width = 0.8 / max(len(series), 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(names) * max(len(series), 1) + 1.5), 4))
+    for k, (label, per) in enumerate(series.items()):
+        shown = [c for c in names if c in per]
+        xs = [i + (k - (len(series) - 1) / 2) * width for i, c in enumerate(names) if c in per]
+        ys = [per[c][0] for c in shown]
+        lo = [per[c][0] - per[c][1] if per[c][1] is not None else 0.0 for c in shown]
+        hi = [per[c][2] - per[c][0] if per[c][2] is not None else 0.0 for c in shown]
+        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=label)
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
-    ax.set(ylabel="accuracy", ylim=(0, 1.02), title=title)
+    ax.set(ylabel=ylabel, ylim=(0, 1.02), title=title)
     return _finish(fig, ax, path, grid_axis="y")
 
 

@@ -13,7 +13,7 @@ import typing
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence, Union
+from typing import Any, ClassVar, Iterable, Literal, Sequence, Union
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -198,9 +198,22 @@ class Benchmark:
     indices: list[int] | None = None
     seed: int = 0
 
+    #: what the file is called in messages
+    what: ClassVar[str] = "benchmark file"
+
     @classmethod
     def load(cls, path: str | Path) -> "Benchmark":
-        return cls.from_dict(read_toml(path, "benchmark file", cls.__dataclass_fields__), source=str(path))
+        return cls.from_dict(read_toml(path, cls.what, cls.__dataclass_fields__), source=str(path))
+
+    @classmethod
+    def preset(cls, name: str) -> "Benchmark":
+        """A benchmark file shipped with robench (robench/benchmarks/NAME.toml), e.g. "quickstart"."""
+        folder = Path(__file__).resolve().parent / "benchmarks"
+        path = folder / f"{name}.toml"
+        if not path.is_file():
+            raise RobenchError(f"no shipped benchmark {name!r}; shipped: "
+                               f"{', '.join(sorted(p.stem for p in folder.glob('*.toml'))) or '(none)'}.")
+        return cls.load(path)
 
     @classmethod
     def from_dict(cls, raw: dict, source: str = "benchmark") -> "Benchmark":

@@ -1,5 +1,5 @@
-"""Records -> tables: the headline numbers of each Record as columns, one row per model, rendered as
-plain text, Markdown, CSV or JSON."""
+"""Records -> tables: the columns each Record's threat reports (robench.report), one row per model,
+rendered as plain text, Markdown, CSV, LaTeX or JSON."""
 from __future__ import annotations
 
 import csv
@@ -8,55 +8,51 @@ import json
 from typing import Any, Iterable, Sequence
 
 from robench.evaluate import Record
+from robench.metrics import Accuracy
+from robench.report import Column, report_of
 from robench.spec import ThreatSpec
 
-#: metric names that are implied by the column and left out of its title
-_IMPLIED = {"robust_accuracy", "accuracy"}
-
-
-def is_accuracy(value: Any) -> bool:
-    return isinstance(value, dict) and {"value", "n", "ci95"} <= set(value)
-
-
-#: the numbers (beside accuracies) a headline table keeps; the rest are details
-HEADLINE_SCALARS = {"mean_accuracy", "relative_drop", "average_certified_radius", "flips_to_target"}
-
-
-def headline(record: Record, detail: bool = True, name: str | None = None) -> dict[str, Any]:
-    """Column title -> accuracy dict or number: clean accuracy, every accuracy in the metrics, and
-    top-level scalars; nested non-accuracy details (calibration, norms) stay in the JSON. Without
-    `detail`, a corruption suite shows its mean accuracy only, not one column per corruption, and only
-    the HEADLINE_SCALARS among the numbers. `name` titles the threat (default: its name)."""
+def headline(record: Record, detail: bool = True, name: str | None = None) -> dict[str, Column]:
+    """Column title -> cell of one Record, from its threat's Report: the baseline (the model's clean
+    accuracy) as "clean", the headline columns as ``f"{name} {head}"`` and, with `detail`, every other
+    column of the report as ``f"{name} {column name}"``. `name` titles the threat (default: its name)."""
     name = name or ThreatSpec.parse(record.threat).name
-    columns: dict[str, Any] = {}
-    for key, value in record.metrics.items():
-        if key == "clean_accuracy":
-            columns["clean"] = value
-        elif is_accuracy(value) or isinstance(value, (int, float)) and not isinstance(value, bool):
-            if detail or is_accuracy(value) or key in HEADLINE_SCALARS:
-                columns[f"{name} {key}"] = value
-        elif value is None and key in HEADLINE_SCALARS:
-            columns[f"{name} {key}"] = value
-        elif key == "accuracy" and "mean_accuracy" in record.metrics and not detail:
-            continue
-        elif isinstance(value, dict):
-            for sub, inner in value.items():
-                if is_accuracy(inner):
-                    title = sub if key in _IMPLIED else f"{key} {sub}"
-                    columns[f"{name} {title}"] = inner
+    columns: dict[str, Column] = {}
+    for column in report_of(record.threat, record.metrics).columns:
+        if column.baseline:
+            columns.setdefault("clean", column)
+        elif column.head is not None:
+            columns[f"{name} {column.head}"] = column
+        elif detail:
+            columns[f"{name} {column.name}"] = column
     return columns
 
 
-def format_cell(value: Any, interval: bool = True) -> str:
+def _value(cell: Any) -> Any:
+    return cell.value if isinstance(cell, Column) else cell
+
+
+def format_cell(cell: Any, interval: bool = True) -> str:
+    """A cell as text: an accuracy in % with its 95% interval, a percent column in %, a number in 4
+    significant digits, None as "-"."""
+    value = _value(cell)
     if value is None:
         return "-"
-    if is_accuracy(value):
-        lo, hi = value["ci95"]
-        main = f"{100 * value['value']:.1f}"
+    if isinstance(value, Accuracy):
+        lo, hi = value.interval
+        main = f"{100 * value.value:.1f}"
         return f"{main} [{100 * lo:.1f}, {100 * hi:.1f}]" if interval else main
+    if isinstance(cell, Column) and cell.percent and isinstance(value, (int, float)):
+        return f"{100 * value:.1f}"
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+def plain(cell: Any) -> Any:
+    """A cell's number for CSV and sorting: an accuracy's value, a number or text as it is."""
+    value = _value(cell)
+    return value.value if isinstance(value, Accuracy) else value
 
 
 def threat_titles(threats: Iterable[str]) -> dict[str, str]:
@@ -73,7 +69,7 @@ def threat_titles(threats: Iterable[str]) -> dict[str, str]:
     return titles
 
 
-def grid(records: Sequence[Record], detail: bool = True) -> tuple[list[str], dict[str, dict[str, Any]]]:
+def grid(records: Sequence[Record], detail: bool = True) -> tuple[list[str], dict[str, dict[str, Column]]]:
     """Column titles (in first-seen order) and row -> column -> value; every Record has its own cells
     (threats of the same name are told apart by their parameters, and a model name that comes twice
     with the same threat gets a numbered row)."""
@@ -115,21 +111,20 @@ def _latex(text: str) -> str:
 
 def render_grid(columns: Sequence[str], rows: dict[str, dict[str, Any]], fmt: str = "table", *,
                 first: str = "model", note: str | None = None) -> str:
-    """A table of `rows` (row name -> column -> accuracy dict, number or text) in the given column order:
+    """A table of `rows` (row name -> column -> Column, Accuracy, number or text) in the given column order:
     "table" (aligned text), "markdown", "csv" (values, then one interval column per accuracy column) or
     "latex" (a tabular). Accuracies show in % with their 95% interval."""
     header = [first, *columns]
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out)
-        ci_columns = [c for c in columns if any(is_accuracy(r.get(c)) for r in rows.values())]
+        ci_columns = [c for c in columns if any(isinstance(_value(r.get(c)), Accuracy) for r in rows.values())]
         writer.writerow(header + [f"{c} ci95" for c in ci_columns])
         for model, row in rows.items():
-            values = [model] + [row[c]["value"] if is_accuracy(row.get(c)) else
-                                ("" if row.get(c) is None else row.get(c)) for c in columns]
-            cis = [f"{row[c]['ci95'][0]:.4f}-{row[c]['ci95'][1]:.4f}" if is_accuracy(row.get(c)) else ""
-                   for c in ci_columns]
-            writer.writerow(values + cis)
+            values = [model] + ["" if plain(row.get(c)) is None else plain(row.get(c)) for c in columns]
+            intervals = [_value(row.get(c)).interval if isinstance(_value(row.get(c)), Accuracy) else None
+                         for c in ci_columns]
+            writer.writerow(values + [f"{i[0]:.4f}-{i[1]:.4f}" if i else "" for i in intervals])
         return out.getvalue()
     body = [[model] + [format_cell(row.get(c)) for c in columns] for model, row in rows.items()]
     if note is None:

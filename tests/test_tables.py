@@ -11,14 +11,14 @@ def attack_record(model: str, threat: str, robust: int) -> Record:
 
 
 def test_threats_of_the_same_name_get_their_own_columns():
-    few = "pgd-linf:eps=0.2,rel_step=0.1,steps=5"
-    many = "pgd-linf:eps=0.2,rel_step=0.1,steps=20"
+    few = "pgd-linf:eps=0.2,rel_step=0.25,steps=5"
+    many = "pgd-linf:eps=0.2,rel_step=0.25,steps=20"
     records = [attack_record("net", few, 7), attack_record("net", many, 4)]
     assert threat_titles([few, many]) == {few: "pgd-linf[steps=5]", many: "pgd-linf[steps=20]"}
     columns, rows = grid(records)
     assert columns == ["clean", "pgd-linf[steps=5] 0.2", "pgd-linf[steps=20] 0.2"]
-    assert rows["net"]["pgd-linf[steps=5] 0.2"]["correct"] == 7
-    assert rows["net"]["pgd-linf[steps=20] 0.2"]["correct"] == 4
+    assert rows["net"]["pgd-linf[steps=5] 0.2"].value.correct == 7
+    assert rows["net"]["pgd-linf[steps=20] 0.2"].value.correct == 4
     for fmt in ("table", "markdown", "csv"):
         text = render(records, fmt)
         assert "70.0" in text or "0.7" in text
@@ -28,6 +28,6 @@ def test_threats_of_the_same_name_get_their_own_columns():
 
 
 def test_a_model_name_given_twice_gets_two_rows():
-    threat = "pgd-linf:eps=0.2,rel_step=0.1,steps=5"
+    threat = "pgd-linf:eps=0.2,rel_step=0.25,steps=5"
     columns, rows = grid([attack_record("net", threat, 7), attack_record("net", threat, 3)])
-    assert rows["net"]["pgd-linf 0.2"]["correct"] == 7 and rows["net (2)"]["pgd-linf 0.2"]["correct"] == 3
+    assert rows["net"]["pgd-linf 0.2"].value.correct == 7 and rows["net (2)"]["pgd-linf 0.2"].value.correct == 3

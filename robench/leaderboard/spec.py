@@ -1,0 +1,90 @@
+"""Where leaderboards live, and spec.toml: a leaderboard's protocol, written as a benchmark file
+(robench.spec.Benchmark: models, threats, dataset, split, n, seed) plus what the board shows."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from robench.errors import RobenchError
+from robench.spec import Benchmark, read_toml
+
+
+def root() -> Path:
+    """The folder holding the leaderboards shipped with robench (the robench.leaderboards package)."""
+    import robench.leaderboards
+
+    return Path(robench.leaderboards.__file__).resolve().parent
+
+
+def names(where: str | Path | None = None) -> list[str]:
+    base = Path(where) if where else root()
+    return sorted(p.parent.name for p in base.glob("*/spec.toml"))
+
+
+def locate(name: str | Path) -> Path:
+    """A leaderboard folder from a path or the name of a shipped leaderboard."""
+    path = Path(name)
+    if (path / "spec.toml").is_file():
+        return path
+    if (root() / str(name) / "spec.toml").is_file():
+        return root() / str(name)
+    raise RobenchError(f"no leaderboard {str(name)!r}: give a folder with a spec.toml or one of "
+                       f"{', '.join(names()) or '(none)'}.")
+
+
+@dataclass
+class Spec(Benchmark):
+    """spec.toml: the benchmark every entry of the leaderboard is evaluated under (the first `n` examples
+    of `split`; no explicit indices), with its name, title, sort column, pending models and description."""
+
+    name: str = ""
+    title: str = ""
+    sort: str = "clean"
+    pending: list[str] = field(default_factory=list)
+    description: str = ""
+
+    what: ClassVar[str] = "leaderboard spec"
+    REQUIRED: ClassVar[tuple[str, ...]] = ("name", "title", "dataset", "split", "n", "threats", "models")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Spec":
+        path = Path(path)
+        raw = read_toml(path, cls.what, cls.__dataclass_fields__)
+        missing = sorted(set(cls.REQUIRED) - set(raw))
+        if missing:
+            raise RobenchError(f"{path}: missing keys {missing}.")
+        if "indices" in raw:
+            raise RobenchError(f"{path}: a leaderboard evaluates the first n examples; remove indices.")
+        if not isinstance(raw["n"], int) or isinstance(raw["n"], bool) or raw["n"] < 1:
+            raise RobenchError(f"{path}: n must be a positive integer (the first n examples); got {raw['n']!r}.")
+        return cls.from_dict(raw, source=str(path))
+
+    @property
+    def protocol(self) -> dict[str, Any]:
+        """What an entry must have been computed under."""
+        return {"dataset": self.dataset, "split": self.split, "indices": f"0:{self.n}", "seed": self.seed,
+                "threats": list(self.threats)}
+
+    @property
+    def protocol_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.protocol, sort_keys=True).encode()).hexdigest()[:16]
+
+    def problems(self) -> list[str]:
+        """Threats that are not written canonically (so a changed default would go unnoticed)."""
+        from robench.threats import build_threat
+
+        out = []
+        for text in self.threats:
+            try:
+                canonical = build_threat(text).canonical
+            except RobenchError as exc:
+                out.append(f"spec threat {text!r}: {exc}")
+                continue
+            if canonical != text:
+                out.append(f"spec threat {text!r} is not canonical; with the current defaults it reads {canonical!r}")
+        for model in set(self.models) & set(self.pending):
+            out.append(f"model {model!r} is listed both in models and in pending")
+        return out

@@ -1,0 +1,150 @@
+"""The tables of a leaderboard, built from each Record's Report (robench.report) only: the headline table
+(sorted by the spec's column), one detail table per threat, the legend, and the provenance table."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from robench.leaderboard.entries import Leaderboard
+from robench.report import Column, Report, report_of
+from robench.spec import ThreatSpec
+from robench.tables import plain, render_grid
+
+Rows = dict[str, dict[str, Any]]
+
+
+def threat_name(threat: str) -> str:
+    return ThreatSpec.parse(threat).name
+
+
+def report(record: dict[str, Any]) -> Report:
+    """The Report of a stored Record (JSON)."""
+    return report_of(record["threat"], record["metrics"])
+
+
+def headline(record: dict[str, Any]) -> dict[str, Column]:
+    """Leaderboard columns of one Record: its baseline as "clean", then its report's headline columns
+    titled ``f"{label} {head}"``."""
+    rep = report(record)
+    columns = {"clean": rep.baseline} if rep.baseline is not None else {}
+    columns.update({rep.title(c): c for c in rep.headline})
+    return columns
+
+
+def sort_value(cell: Any) -> float:
+    """A number to sort a cell by (accuracy value, number, ">N" as N + 0.5); missing sorts last."""
+    value = plain(cell)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and value.startswith(">"):
+        try:
+            return float(value[1:]) + 0.5
+        except ValueError:
+            pass
+    return -math.inf
+
+
+def table(lb: Leaderboard) -> tuple[list[str], Rows]:
+    """Headline columns and model -> column -> cell, rows sorted by the spec's key (descending, then by
+    clean accuracy, then by name)."""
+    columns: list[str] = []
+    rows: Rows = {}
+    for model in lb.spec.models:
+        records = lb.records(model)
+        row = rows.setdefault(model, {})
+        for threat in lb.spec.threats:
+            if threat in records:
+                for title, value in headline(records[threat]).items():
+                    row.setdefault(title, value)
+                    if title not in columns:
+                        columns.append(title)
+    if "clean" in columns:
+        columns.remove("clean")
+        columns.insert(0, "clean")
+    key = lb.spec.sort
+
+    def order(item: tuple[str, dict[str, Any]]) -> tuple:
+        model, row = item
+        return (-sort_value(row.get(key)), -sort_value(row.get("clean")), model)
+
+    return columns, dict(sorted(rows.items(), key=order))
+
+
+def _reports(lb: Leaderboard) -> dict[str, list[Report]]:
+    """threat -> the Reports of its Records, in the spec's model order."""
+    return {t: [report(lb.records(m)[t]) for m in lb.spec.models if t in lb.records(m)] for t in lb.spec.threats}
+
+
+def note(lb: Leaderboard) -> str:
+    """The legend under the headline table: the notes of the threats with headline columns, once each."""
+    spec = lb.spec
+    parts = [f"Accuracy in % on the first {spec.n} {spec.split} examples, with the 95% Clopper-Pearson "
+             "interval in brackets."]
+    for reports in _reports(lb).values():
+        parts += [n for r in reports if r.headline for n in r.notes]
+    parts.append(f"Sorted by {spec.sort}, best first.")
+    return " ".join(dict.fromkeys(parts))
+
+
+def show(lb: Leaderboard, fmt: str = "markdown") -> str:
+    """The headline table as markdown, csv, latex or aligned text."""
+    columns, rows = table(lb)
+    if fmt == "csv":
+        return render_grid(columns, rows, "csv")
+    return render_grid(columns, rows, fmt, note=note(lb))
+
+
+@dataclass
+class Detail:
+    """One threat's detail table: the columns of its report, one row per model, with the report's
+    one-line description (when every model's reads the same) and provenance notes."""
+
+    threat: str
+    columns: list[str]
+    rows: Rows
+    description: str = ""
+    provenance: tuple[str, ...] = ()
+
+
+def details(lb: Leaderboard) -> list[Detail]:
+    """A Detail per threat of the spec, rows in the headline table's order."""
+    out = []
+    order = list(table(lb)[1])
+    for threat in lb.spec.threats:
+        detail = Detail(threat, [], {})
+        descriptions: list[str] = []
+        provenance: list[str] = []
+        for model in order:
+            record = lb.records(model).get(threat)
+            if record is None:
+                continue
+            rep = report(record)
+            detail.rows[model] = {c.name: c for c in rep.columns}
+            detail.columns += [c.name for c in rep.columns if c.name not in detail.columns]
+            descriptions.append(rep.description)
+            provenance += rep.provenance
+        if detail.rows:
+            detail.description = descriptions[0] if len(set(descriptions)) == 1 else ""
+            detail.provenance = tuple(dict.fromkeys(provenance))
+            out.append(detail)
+    return out
+
+
+def provenance_rows(lb: Leaderboard) -> tuple[list[str], Rows]:
+    columns = ["weights sha256", "source", "robench", "torch", "commit", "device", "computed", "wall s"]
+    rows = {}
+    for model in table(lb)[1]:
+        entry = lb.entries.get(model, {})
+        recs = entry.get("records", [])
+        if not recs:
+            continue
+        p = recs[0]["provenance"]
+        source = entry.get("source", {})
+        rows[model] = {"weights sha256": str(p.get("model_sha256", ""))[:12],
+                       "source": source.get("zoo") and f"zoo {source['zoo']}" or source.get("model", "submitted"),
+                       "robench": p.get("robench"), "torch": p.get("torch"),
+                       "commit": str(p.get("git_commit") or "-")[:10], "device": p.get("device"),
+                       "computed": max(str(r["provenance"].get("started", ""))[:10] for r in recs),
+                       "wall s": round(sum(float(r["provenance"].get("wall_seconds", 0)) for r in recs))}
+    return columns, rows
