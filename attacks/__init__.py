@@ -2,3 +2,4 @@
 from robench.attacks import foolbox_adapter, pgd  # noqa: F401  (registers)
 from robench.attacks import bitflip  # noqa: F401,E402  (registers)
 from robench.attacks import smoothadv  # noqa: F401,E402  (registers)
+from robench.attacks import apgd  # noqa: F401,E402  (registers)
