@@ -38,9 +38,14 @@ class Corruption(ABC):
         if self.input_shape is not None:
             got = tuple(images.shape[1:])
             if any(w is not None and w != g for w, g in zip(self.input_shape, got)):
-                want = "x".join("*" if w is None else str(w) for w in self.input_shape)
-                raise RobenchError(f"corruption {self.name!r} needs images of shape (N, {want.replace('x', ', ')}) "
-                                   f"(C, H, W = {want}); got {got}. Use it on 28x28 grey images such as MNIST.")
+                want = ", ".join("*" if w is None else str(w) for w in self.input_shape)
+                anywhere = sorted(n for n in CORRUPTIONS.names() if isinstance(CORRUPTIONS.get(n), type)
+                                  and issubclass(CORRUPTIONS.get(n), Corruption)
+                                  and CORRUPTIONS.get(n).input_shape is None and n != "clean")
+                raise RobenchError(f"corruption {self.name!r} needs images of shape (N, {want}) (N, C, H, W); got "
+                                   f"(N, {', '.join(map(str, got))}). It is defined for that image shape only; use it on "
+                                   "data of that shape, or a corruption that takes any shape"
+                                   + (f" ({', '.join(anywhere)})." if anywhere else "."))
         generator = generator or torch.Generator(device=images.device).manual_seed(0)
         return self.apply(images, generator).clamp_(0, 1)
 

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from robench.corruptions import mnist_c
-from robench.corruptions.mnist_c import MNIST_C
+from robench.corruptions.mnist_c import MNIST_C, blur, common, geometric, overlays, weather
 from robench.errors import RobenchError
 from robench.inference import predict
 from robench.registry import CORRUPTIONS
@@ -73,7 +72,7 @@ def test_affine_corruptions_match_for_the_right_sign(name, clean, reference):
     else:
         choices = [np.full(N, s) for s in (-1.0, 1.0)]
     ref = reference(name).astype(int)
-    outs = [np.round(mnist_c._warp(clean.x, corruption.matrices(s)) * 255).astype(int) for s in choices]
+    outs = [np.round(geometric._warp(clean.x, corruption.matrices(s)) * 255).astype(int) for s in choices]
     err = np.stack([np.abs(o - ref).sum((1, 2)) for o in outs])
     best = np.stack(outs)[err.argmin(0), np.arange(N)]
     assert np.abs(best - ref).max() <= 1
@@ -85,16 +84,16 @@ def test_affine_corruptions_match_for_the_right_sign(name, clean, reference):
 def test_dotted_line_is_the_reference_line_for_some_endpoints(clean, reference):
     """The dotted line is deterministic given its two end rows: each reference image is reproduced
     exactly by one of the 27 x 27 choices (first 60 images, to stay fast)."""
-    x, ref = mnist_c._grey(clean.x[:60]), reference("dotted_line")[:60]
+    x, ref = common.grey(clean.x[:60]), reference("dotted_line")[:60]
     r0, r1 = np.meshgrid(np.arange(27), np.arange(27), indexing="ij")
-    lines = mnist_c._line(np.zeros(729), r0.ravel(), np.full(729, 27), r1.ravel()) * mnist_c._DOTS
+    lines = overlays._line(np.zeros(729), r0.ravel(), np.full(729, 27), r1.ravel()) * overlays._DOTS
     out = np.round((np.clip(x[:, None] + lines[None], 0, 1) * 255).astype(np.float32))
     assert (out == ref[:, None]).all((2, 3)).any(1).all()
 
 
 def test_zigzag_is_the_reference_zigzag_for_some_draw(clean, reference):
-    x, ref = mnist_c._grey(clean.x[:100]), reference("zigzag")[:100]
-    patterns = mnist_c._zigzags().reshape(270, 28, 28)
+    x, ref = common.grey(clean.x[:100]), reference("zigzag")[:100]
+    patterns = overlays._zigzags().reshape(270, 28, 28)
     out = np.round((np.clip(x[:, None] + patterns[None], 0, 1) * 255).astype(np.float32))
     assert (out == ref[:, None]).all((2, 3)).any(1).all()
 
@@ -103,7 +102,7 @@ def test_glass_blur_waves_keep_the_original_order_of_interacting_swaps():
     """Running the swap loop by waves is exact: visits in one wave touch disjoint pixels, and any two
     visits that touch a common pixel run in the original's order."""
     for delta in (1, 2, 3, 4):
-        waves = mnist_c._swap_waves(delta)
+        waves = blur._swap_waves(delta)
         wave_of = {int(p): t for t, wave in enumerate(waves) for p in wave}
         order = sorted(wave_of, reverse=True)  # the original: rows, then columns, from the bottom right
         assert len(order) == (28 - 2 * delta) ** 2
@@ -119,15 +118,15 @@ def test_lazy_plasma_equals_the_whole_map():
     keys = np.concatenate([np.array([1, 2 ** 63 + 5], dtype=np.uint64),
                            np.random.default_rng(0).integers(0, 2 ** 64, 40, dtype=np.uint64)])
     decay = 1.4
-    lattice, step = np.zeros((len(keys), 1, 1)), mnist_c.PLASMA_SIZE
+    lattice, step = np.zeros((len(keys), 1, 1)), weather.PLASMA_SIZE
     for level in range(8):
         padded = np.pad(lattice, ((0, 0), (1, 1), (1, 1)), mode="wrap")
         top = np.full(len(keys), -step)
-        lattice, _, _ = mnist_c._refine(padded, keys, top, top, step, (100.0 / decay ** level) ** 2)
+        lattice, _, _ = weather._refine(padded, keys, top, top, step, (100.0 / decay ** level) ** 2)
         step //= 2
     lo, hi = lattice.min((1, 2), keepdims=True), lattice.max((1, 2), keepdims=True)
     full = ((lattice - lo) / (hi - lo))[:, :28, :28]
-    np.testing.assert_allclose(mnist_c.plasma_corner(keys, decay), full, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(weather.plasma_corner(keys, decay), full, rtol=0, atol=1e-12)
 
 
 RANDOM = ["shot_noise", "impulse_noise", "glass_blur", "motion_blur", "shear", "rotate", "translate", "fog",
