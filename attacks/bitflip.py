@@ -70,7 +70,8 @@ class BitFlipAttack(WeightAttack):
     CNN (perf/bitflip.py) the margin search needed 30 flips to bring accuracy to 11% and cross-entropy 58:
     cross-entropy keeps rewarding examples already far past the boundary."""
 
-    budget_parameters: ClassVar[dict] = {"flips": 100, "target": 0.11, "dataset": "mnist", "seeds": 5}
+    #: `dataset`: where the attack batches come from; None (the default) is the dataset being evaluated
+    budget_parameters: ClassVar[dict] = {"flips": 100, "target": 0.11, "dataset": None, "seeds": 5}
 
     def __init__(self, *, k: int | str = 10, batch: int = 128, loss: str = "margin"):
         if not (k == "all" or isinstance(k, int) and k >= 1):
@@ -131,7 +132,8 @@ class BitFlipAttack(WeightAttack):
                 return
 
     @classmethod
-    def as_threat(cls, flips: int, target: float, dataset: str, seeds: int, **hyperparameters: Any) -> "BitFlipThreat":
+    def as_threat(cls, flips: int, target: float, dataset: str | None, seeds: int,
+                  **hyperparameters: Any) -> "BitFlipThreat":
         return BitFlipThreat(cls(**hyperparameters), flips=flips, target=target, dataset=dataset,
                              batches=range(_check_seeds(seeds)))
 
@@ -188,13 +190,15 @@ class BitFlipThreat(Threat):
     takes to bring accuracy to `target`, for `seeds` attack batches: the flips needed depend strongly on
     the batch (55 or 30 flips to 11% on the MNIST small CNN for two draws), so the headline is the median
     over batches with its range. Each batch is drawn (with its own random stream) from the training split
-    of `dataset`, found under the data root (``$ROBENCH_DATA`` or the cache), and is its own part."""
+    of `dataset` (default: the dataset being evaluated, from the threat's context), found under the
+    context's data root (``--data-root``, else ``$ROBENCH_DATA`` or the cache), and is its own part."""
 
     kind = Kind.WEIGHT_ATTACK
     version = 2  # v2: `seeds` attack batches, median and range (v1: one batch)
     shard_size = None
 
-    def __init__(self, attack: BitFlipAttack, *, flips: int, target: float, dataset: str, batches: range | tuple):
+    def __init__(self, attack: BitFlipAttack, *, flips: int, target: float, dataset: str | None,
+                 batches: range | tuple):
         self.attack = attack
         self.flips = _check_budget(flips)
         if not isinstance(target, (int, float)) or not 0 <= target <= 1:
@@ -208,11 +212,18 @@ class BitFlipThreat(Threat):
                                             batches=(b,)) for b in self.batches}
 
     def _pool(self, x: torch.Tensor) -> torch.Tensor:
-        images = load_dataset(self.dataset, "train").images
+        """The training images (uint8 (N, C, H, W)) the attack batches are drawn from: those of `dataset`,
+        else of the evaluated dataset (the context `bind` gave), under the context's data root."""
+        name = self.dataset or (self.context.dataset if self.context else None)
+        if name is None:
+            raise RobenchError("bitflip draws its attack batches from the training split of the evaluated dataset, "
+                               "which it was not told: evaluate it through robench.evaluate (or bind a "
+                               "ThreatContext), or give dataset=, e.g. bitflip:dataset=mnist.")
+        images = load_dataset(name, "train", self.context.data_root if self.context else None).images
         if images.shape[1:] != x.shape[1:]:
-            raise RobenchError(f"the {self.dataset} training images are {tuple(images.shape[1:])} but the "
+            raise RobenchError(f"the {name} training images are {tuple(images.shape[1:])} but the "
                                f"evaluated images are {tuple(x.shape[1:])}; set dataset= to the evaluated "
-                               "dataset, e.g. bitflip:dataset=cifar10.")
+                               "dataset, e.g. bitflip:dataset=cifar10, or leave it out.")
         return images
 
     def evaluate_shard(self, model, x, y, generator) -> Outputs:
@@ -300,7 +311,8 @@ class BitFlipThreat(Threat):
             notes=("BFA flips: bit flips the progressive bit search needs to bring the 8-bit model's accuracy down "
                    "to the target, the median over attack batches (their range is in the detail table; more is "
                    "better; >N: not reached within N).",),
-            provenance=(f"{len(self.batches)} attack batches of {self.attack.batch} {self.dataset} training images",))
+            provenance=(f"{len(self.batches)} attack batches of {self.attack.batch} "
+                        f"{self.dataset or 'evaluated dataset'} training images",))
 
 
 class RandomFlipThreat(Threat):

@@ -1,15 +1,23 @@
 """Any foolbox 3 attack as a robench attack, registered as ``foolbox:<ClassName>``
-(e.g. ``foolbox:LinfDeepFoolAttack:eps=0.1,steps=50``); its parameters are the foolbox class's."""
+(e.g. ``foolbox:LinfDeepFoolAttack:eps=0.1,steps=50``); its parameters are the foolbox class's.
+
+Registration is lazy: foolbox is imported, and its attacks registered, the first time a ``foolbox:*``
+name is looked up or the attacks are listed. A foolbox attack without a fixed norm (one that needs a
+``distance=`` argument, or has no distance at all) cannot be given an eps budget and is left out; the
+reason is kept in `SKIPPED`. Any other failure while adapting a class is an error, not a silent skip.
+"""
 from __future__ import annotations
 
 import inspect
 import math
 
-import foolbox
 import torch
 
 from robench.attacks.base import Attack
 from robench.registry import ATTACKS
+
+#: foolbox attacks left out, by class name, with the reason (filled when the attacks are registered)
+SKIPPED: dict[str, str] = {}
 
 
 class FoolboxAttack(Attack):
@@ -23,6 +31,8 @@ class FoolboxAttack(Attack):
         self.attack = self.foolbox_class(**kwargs)
 
     def run(self, model, x, y, eps, generator):
+        import foolbox
+
         fmodel = foolbox.PyTorchModel(model, bounds=(0, 1), device=x.device)
         seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
         with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
@@ -31,14 +41,31 @@ class FoolboxAttack(Attack):
         return clipped.detach().clamp(0, 1)
 
 
+NORMS = {math.inf: "linf", 2: "l2", 1: "l1", 0: "l0"}
+
+
 def _norm_of(cls: type) -> str | None:
+    """The norm of foolbox attack `cls` ("linf", "l2", "l1", "l0"), or None (with the reason in SKIPPED)
+    where it has no fixed one: foolbox raises ValueError("unknown distance ...") for attacks whose
+    distance is an __init__ argument, and AttributeError for those without a distance."""
     try:
-        p = cls.distance.p if hasattr(cls, "distance") and not isinstance(cls.distance, property) else None
-        if p is None:
+        distance = inspect.getattr_static(cls, "distance", None)
+        if isinstance(distance, property):  # set in __init__: the default instance tells
             p = cls().distance.p
-    except Exception:
+        else:
+            p = cls.distance.p
+    except ValueError as exc:
+        if "unknown distance" not in str(exc):
+            raise
+        SKIPPED[cls.__name__] = "its norm is a distance= argument, not fixed"
         return None
-    return {math.inf: "linf", 2: "l2", 1: "l1", 0: "l0"}.get(p)
+    except AttributeError as exc:
+        SKIPPED[cls.__name__] = f"it has no distance ({exc})"
+        return None
+    if p not in NORMS:
+        SKIPPED[cls.__name__] = f"its norm p={p} is not one of linf, l2, l1, l0"
+        return None
+    return NORMS[p]
 
 
 def _adapter(cls: type) -> type[FoolboxAttack] | None:
@@ -54,9 +81,16 @@ def _adapter(cls: type) -> type[FoolboxAttack] | None:
                 {"foolbox_class": cls, "norm": norm, "__init__": __init__, "__doc__": f"foolbox's {cls.__name__}."})
 
 
-for _name, _cls in sorted(vars(foolbox.attacks).items()):
-    if (inspect.isclass(_cls) and issubclass(_cls, foolbox.attacks.base.Attack) and not inspect.isabstract(_cls)
-            and _name[0].isupper()):
-        _adapted = _adapter(_cls)
-        if _adapted is not None:
-            ATTACKS.register(f"foolbox:{_name}", _adapted)
+def register_all() -> None:
+    """Register every concrete foolbox attack with a fixed norm as ``foolbox:<ClassName>``."""
+    import foolbox
+
+    for name, cls in sorted(vars(foolbox.attacks).items()):
+        if (inspect.isclass(cls) and issubclass(cls, foolbox.attacks.base.Attack) and not inspect.isabstract(cls)
+                and name[0].isupper()):
+            adapted = _adapter(cls)
+            if adapted is not None:
+                ATTACKS.register(f"foolbox:{name}", adapted)
+
+
+ATTACKS.lazy("foolbox:*", register_all)

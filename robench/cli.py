@@ -21,16 +21,29 @@ def _doc(obj: object) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> None:
-    from robench.registry import ATTACKS, CORRUPTIONS, DATASETS, DEFENSES, MODELS
+    from robench.registry import ATTACKS, CERTIFIERS, CORRUPTIONS, DATASETS, DEFENSES, MODELS, describe, threat_families
 
-    registry = {"attacks": ATTACKS, "corruptions": CORRUPTIONS, "defenses": DEFENSES, "models": MODELS,
-                "datasets": DATASETS}[args.family]
-    names = registry.names(args.pattern)
-    width = max((len(n) for n in names), default=0)
-    for name in names:
-        entry = registry.get(name)
-        about = getattr(entry, "description", "") or _doc(entry)
-        print(f"{name.ljust(width)}  {about}".rstrip())
+    if args.family == "threats":  # every usable threat: name, family, what it measures
+        rows = [(name, registry.family.rstrip("s"), describe(registry.get(name)))
+                for name, registry in threat_families(args.pattern).items()]
+    else:
+        registry = {"attacks": ATTACKS, "corruptions": CORRUPTIONS, "certifiers": CERTIFIERS, "defenses": DEFENSES,
+                    "models": MODELS, "datasets": DATASETS}[args.family]
+        rows = [(name, _defense_stage(registry.get(name)), describe(registry.get(name))) if registry is DEFENSES
+                else (name, describe(registry.get(name))) for name in registry.names(args.pattern)]
+    widths = [max((len(r[i]) for r in rows), default=0) for i in range(len(rows[0]) - 1)] if rows else []
+    for row in rows:
+        print("  ".join([*(c.ljust(w) for c, w in zip(row, widths)), row[-1]]).rstrip())
+
+
+def _defense_stage(entry: object) -> str:
+    from robench.defenses.base import InferenceDefense, TrainingDefense
+
+    if isinstance(entry, type) and issubclass(entry, TrainingDefense):
+        return "training-time"
+    if isinstance(entry, type) and issubclass(entry, InferenceDefense):
+        return "inference-time"
+    return ""
 
 
 def cmd_zoo_list(args: argparse.Namespace) -> None:
@@ -337,8 +350,12 @@ def cmd_certify(args: argparse.Namespace) -> None:
 
 EXAMPLES = {
     "list": """
+        robench list threats
+        robench list threats 'pgd-*'
         robench list attacks
         robench list corruptions
+        robench list certifiers
+        robench list defenses
         robench list models""",
     "zoo": """
         robench zoo list
@@ -399,8 +416,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("list", parents=[common], formatter_class=fmt, epilog=_examples("list"),
-                       help="list registered attacks, corruptions, defenses, models or datasets")
-    p.add_argument("family", choices=["attacks", "corruptions", "defenses", "models", "datasets"])
+                       help="list usable threats, or registered attacks, corruptions, certifiers, defenses, "
+                            "models or datasets")
+    p.add_argument("family", choices=["threats", "attacks", "corruptions", "certifiers", "defenses", "models",
+                                      "datasets"],
+                   help="threats: every name usable in --threat, with its family and what it measures")
     p.add_argument("pattern", nargs="?", default="*", help="glob filter, e.g. 'foolbox:*'")
     p.set_defaults(func=cmd_list)
 

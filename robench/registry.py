@@ -43,6 +43,8 @@ class Registry(Generic[T]):
         self._builtins = builtins
         self._entries: dict[str, T] = {}
         self._loaded = False
+        #: (glob pattern, loader): loaders that register the entries matching their pattern on first need
+        self._lazy: list[tuple[str, Callable[[], None]]] = []
 
     def register(self, name: str, obj: T | None = None) -> Callable[[T], T] | T:
         """Register `obj` under `name` (or use as a decorator); a name already taken is an error."""
@@ -54,6 +56,19 @@ class Registry(Generic[T]):
             return entry
 
         return add if obj is None else add(obj)
+
+    def lazy(self, pattern: str, loader: Callable[[], None]) -> None:
+        """Defer registering the entries whose names match the glob `pattern` to `loader`, run once, when
+        such a name is looked up or the family is listed (e.g. the foolbox attacks, so that foolbox is
+        imported only when a ``foolbox:*`` attack is used). An error in the loader propagates."""
+        self._lazy.append((pattern, loader))
+
+    def _run_lazy(self, name: str | None = None) -> None:
+        """Run the pending lazy loaders (those whose pattern matches `name`, or all)."""
+        for item in list(self._lazy):
+            if item in self._lazy and (name is None or fnmatch.fnmatchcase(name, item[0])):
+                self._lazy.remove(item)
+                item[1]()
 
     def _load(self) -> None:
         if self._loaded:
@@ -71,6 +86,10 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         self._load()
+        if name not in self._entries:
+            self._run_lazy(name)
+        if name not in self._entries:
+            self._run_lazy()  # the error lists every name
         try:
             return self._entries[name]
         except KeyError:
@@ -82,10 +101,13 @@ class Registry(Generic[T]):
 
     def names(self, pattern: str = "*") -> list[str]:
         self._load()
+        self._run_lazy()
         return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
 
     def __contains__(self, name: str) -> bool:
         self._load()
+        if name not in self._entries:
+            self._run_lazy(name)
         return name in self._entries
 
     def __iter__(self) -> Iterator[str]:
