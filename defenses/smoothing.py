@@ -251,3 +251,25 @@ def write_certification(threat: SmoothingThreat, outputs: Outputs, indices: Sequ
     summary.update(threat=threat.canonical, files={"examples": str(out), "table": str(table), "plot": str(png)})
     atomic_write(Path(f"{stem}_summary.json"), json.dumps(summary, indent=2))
     return summary
+
+
+def certify_threat(*, sigma: float, n0: int, n: int, alpha: float, batch: int, precision: str,
+                   radii: Sequence[float]) -> SmoothingThreat:
+    """The threat `robench certify` evaluates for its options, built (and checked) as from a threat spec."""
+    from robench.spec import format_value
+    from robench.threats import build_threat
+
+    return build_threat(f"smoothing:sigma={sigma},n0={n0},n={n},alpha={alpha},batch={batch},precision={precision},"
+                        f"radii={format_value(tuple(radii))}")
+
+
+def summary_lines(summary: dict[str, Any]) -> list[str]:
+    """What `robench certify` prints of a summary of `write_certification`: certified accuracy per radius
+    with its 95% interval, the average certified radius and the abstention rate."""
+    lines = []
+    for radius, acc in summary["certified_accuracy"].items():
+        lines.append(f"  certified accuracy at r = {radius}: {100 * acc['value']:.1f}% "
+                     f"[{100 * acc['ci95'][0]:.1f}, {100 * acc['ci95'][1]:.1f}]")
+    lines.append(f"  average certified radius {summary['average_certified_radius']:.3f}, abstained "
+                 f"{100 * summary['abstention_rate']['value']:.1f}%")
+    return lines

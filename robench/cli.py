@@ -323,13 +323,11 @@ def cmd_corrupt(args: argparse.Namespace) -> None:
 
 def cmd_certify(args: argparse.Namespace) -> None:
     from robench import zoo
-    from robench.defenses.smoothing import write_certification
+    from robench.defenses.smoothing import certify_threat, summary_lines, write_certification
     from robench.evaluate import evaluate
-    from robench.spec import format_value
-    from robench.threats import build_threat
 
-    threat = build_threat(f"smoothing:sigma={args.sigma},n0={args.n0},n={args.n},alpha={args.alpha},"
-                          f"batch={args.batch},precision={args.precision},radii={format_value(tuple(args.radii))}")
+    threat = certify_threat(sigma=args.sigma, n0=args.n0, n=args.n, alpha=args.alpha, batch=args.batch,
+                            precision=args.precision, radii=args.radii)
     out = _output_path(args.out, folder=False)
     _check_models([args.model], args.dataset, args)
     model = zoo.resolve(args.model, weights=args.weights, sha256=args.weights_sha256, data_root=args.data_root,
@@ -339,11 +337,7 @@ def cmd_certify(args: argparse.Namespace) -> None:
                        model_name=args.model, progress=_progress(args), with_outputs=True)
     summary = write_certification(threat, record.outputs, range(record.n), out, label=args.model)
     print(f"{args.model}, {threat.canonical}, {record.n} examples of {args.dataset} {args.split}:")
-    for radius, acc in summary["certified_accuracy"].items():
-        print(f"  certified accuracy at r = {radius}: {100 * acc['value']:.1f}% "
-              f"[{100 * acc['ci95'][0]:.1f}, {100 * acc['ci95'][1]:.1f}]")
-    print(f"  average certified radius {summary['average_certified_radius']:.3f}, abstained "
-          f"{100 * summary['abstention_rate']['value']:.1f}%")
+    print("\n".join(summary_lines(summary)))
     for path in summary["files"].values():
         print(f"wrote {path}")
 
@@ -458,7 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("corrupt", parents=[common, data], formatter_class=fmt, epilog=_examples("corrupt"),
                        help="write a corrupted copy of a dataset in the MNIST-C layout")
-    p.add_argument("--suite", default="mnist-c", help="mnist-c or one corruption's name (robench list corruptions)")
+    p.add_argument("--suite", required=True,
+                   help="a corruption suite (e.g. mnist-c) or one corruption's name (robench list corruptions)")
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--split", choices=["train", "test", "all"], default="test")
     p.add_argument("--out", help="output folder: OUT/<corruption>/<split>_images.npy (uint8 N x 28 x 28 x 1)")

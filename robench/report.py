@@ -98,8 +98,7 @@ def generic(label: str, description: str, metrics: dict[str, Any]) -> Report:
     of its own: all are detail columns, none is a headline."""
     from robench.metrics import accuracies
 
-    columns = [Column(path.replace("/", " "), acc, baseline=path == "clean_accuracy")
-               for path, acc in accuracies(metrics).items()]
+    columns = [Column(path.replace("/", " "), acc) for path, acc in accuracies(metrics).items()]
     columns += [Column(key, value) for key, value in metrics.items()
                 if isinstance(value, (int, float)) and not isinstance(value, bool)]
     return Report(label, description, tuple(columns))
