@@ -15,6 +15,10 @@ def test_wheel_holds_every_module_under_robench_only(tmp_path):
     for folder in ("attacks", "defenses", "corruptions", "leaderboards"):
         expected |= {f"robench/{folder}/{p.relative_to(ROOT / folder).as_posix()}"
                      for p in (ROOT / folder).rglob("*.py")}
+    # package data: the leaderboard page template and the shipped benchmark files (the quickstart's)
+    expected |= {f"robench/{p.relative_to(ROOT / 'robench').as_posix()}" for pattern in
+                 ("leaderboard/templates/*.html", "benchmarks/*.toml") for p in (ROOT / "robench").glob(pattern)}
+    assert "robench/leaderboard/templates/page.html" in expected and "robench/benchmarks/quickstart.toml" in expected
     assert expected <= names, sorted(expected - names)
     tops = {n.split("/")[0] for n in names}
     assert not tops & {"attacks", "defenses", "corruptions", "leaderboards", "tests", "perf"}
