@@ -141,3 +141,73 @@ def test_cifar_batches_are_read_without_unpickling_objects(tmp_path):
     evil = pickle.dumps(print)
     with pytest.raises(pickle.UnpicklingError, match="refusing"):
         _ArrayUnpickler(__import__("io").BytesIO(evil)).load()
+
+
+def _toy_arrays(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Colour squares: class c is an 8x8 image whose channel c is bright; uint8 (n, 3, 8, 8), labels (n,)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, n)
+    images = rng.integers(0, 60, (n, 3, 8, 8))
+    images[np.arange(n), labels] += 150
+    return images.astype(np.uint8), labels.astype(np.int64)
+
+
+def _load_toy(dataset, split, root, download):
+    path = dataset.locate(root, download)["toy-dots.npz"]
+    with np.load(path) as arrays:
+        return data.DataSplit(dataset.info, split, torch.from_numpy(arrays[f"{split}_x"]),
+                              torch.from_numpy(arrays[f"{split}_y"]))
+
+
+@pytest.fixture
+def toy_dataset(tmp_path, monkeypatch):
+    """A dataset registered from this module: its information, one file on a (file://) mirror with its
+    md5, and its loader."""
+    from robench.files import file_digest
+    from robench.registry import DATASETS
+
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (train_x, train_y), (test_x, test_y) = _toy_arrays(600, 0), _toy_arrays(100, 1)
+    np.savez(mirror / "toy-dots.npz", train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y)
+    info = data.DatasetInfo("toy-dots", 3, 8, 3, (0.3, 0.3, 0.3), (0.3, 0.3, 0.3))
+    toy = data.Dataset(info, resources=[data.Resource("toy-dots.npz", file_digest(mirror / "toy-dots.npz"))],
+                       mirrors=[mirror.as_uri() + "/"], loader=_load_toy, description="coloured squares (test)")
+    DATASETS.names()  # built-ins first
+    monkeypatch.setitem(DATASETS._entries, "toy-dots", toy)
+    return toy
+
+
+def test_a_registered_dataset_works_like_a_built_in(toy_dataset, tmp_path, monkeypatch, capsys):
+    import robench
+    from robench import zoo
+    from robench.cli import main
+    from robench.registry import MODELS
+    from robench.training import Recipe
+
+    root = tmp_path / "root"
+    split = load_dataset("toy-dots", "train", root=root)  # downloaded from the mirror, md5 checked
+    assert (root / "toy-dots" / "toy-dots.npz").is_file() and split.images.shape == (600, 3, 8, 8)
+    assert data.dataset_info("toy-dots").channels == 3
+    assert main(["list", "datasets", "toy-*"]) == 0 and "coloured squares" in capsys.readouterr().out
+    # a zoo model built (3 x 8 x 8 inputs, 3 classes, the dataset's mean/std) and trained on it
+    entry = zoo.ModelEntry("toy-dots-mlp", "toy-dots", "mlp", Recipe(epochs=3), "MLP on the toy dataset")
+    MODELS.names()
+    monkeypatch.setitem(MODELS._entries, entry.name, entry)
+    model = entry.build()
+    assert model(torch.zeros(2, 3, 8, 8)).shape == (2, 3)
+    records = robench.evaluate("toy-dots-mlp", ["clean", "fgsm:eps=0.02"], dataset="toy-dots", n=100,
+                               data_root=str(root), store=tmp_path / "s.sqlite")
+    assert [r.dataset for r in records] == ["toy-dots", "toy-dots"] and records[0].n == 100
+    assert records[0].metrics["clean_accuracy"]["value"] > 0.9
+    with pytest.raises(RobenchError, match="split must be one of train, test"):
+        load_dataset("toy-dots", "val", root=root)
+
+
+def test_a_dataset_entry_must_be_a_dataset(monkeypatch):
+    from robench.registry import DATASETS
+
+    DATASETS.names()
+    monkeypatch.setitem(DATASETS._entries, "old-style", lambda split, root, download: None)
+    with pytest.raises(RobenchError, match="not a robench.data.Dataset"):
+        load_dataset("old-style")
