@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from robench.attacks.norms import perturbation_norm
 from robench.errors import RobenchError
 from robench.inference import check_images, predict
 from robench.metrics import Accuracy, accuracy
@@ -124,14 +125,6 @@ class Attack(ABC):
             raise RobenchError(f"Linf eps {max(epsilons)} exceeds 1, the largest distance between images in "
                                "[0, 1]; give eps <= 1 (e.g. 0.3 for MNIST, 8/255 for CIFAR-10).")
         return AttackThreat(cls(**hyperparameters), epsilons)
-
-
-NORM_ORDERS = {"linf": float("inf"), "l2": 2, "l1": 1, "l0": 0}
-
-
-def perturbation_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
-    """Per-example norm (linf, l2, l1 or l0) of a perturbation (N, ...)."""
-    return torch.linalg.vector_norm(delta.flatten(1), ord=NORM_ORDERS[norm], dim=1)
 
 
 class AttackThreat(Threat):

@@ -21,10 +21,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from robench.attacks.base import Attack
+from robench.attacks.norms import l2_per_example
 from robench.errors import RobenchError
+from robench.inference import PRECISIONS, check_precision
 from robench.registry import ATTACKS
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 
 
@@ -82,8 +83,7 @@ class PGD(Attack):
             raise RobenchError(f"{steps} steps of rel_step {rel_step:g} * eps travel {steps * rel_step:.3g} * eps and "
                                "cannot reach the boundary of the eps ball, so the attack is weaker than FGSM; leave "
                                f"rel_step out (default {self.TRAVEL:g} / steps) or give steps * rel_step >= 1.")
-        if precision not in PRECISIONS:
-            raise RobenchError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}.")
+        check_precision(precision)
         self.steps, self.step, self.rel_step, self.restarts = steps, step, rel_step, restarts
         self.random_start, self.early_stop, self.precision = random_start, early_stop, precision
 
@@ -258,10 +258,6 @@ class LinfPGD(PGD):
         adv.add_(grad.sign_(), alpha=size).clamp_(lo, hi)
 
 
-def _l2(v: torch.Tensor) -> torch.Tensor:
-    return v.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (v.dim() - 1)))
-
-
 @ATTACKS.register("pgd-l2")
 class L2PGD(PGD):
     """PGD in L2: steps along grad / ||grad||, random start uniform in the eps ball, projection by
@@ -282,8 +278,8 @@ class L2PGD(PGD):
         return (direction[:, :d] * eps).view_as(x)
 
     def ascend(self, delta, grad, size, eps):
-        delta = delta + size * grad / _l2(grad)
-        return delta * (eps / _l2(delta)).clamp(max=1.0)
+        delta = delta + size * grad / l2_per_example(grad)
+        return delta * (eps / l2_per_example(delta)).clamp(max=1.0)
 
 
 @ATTACKS.register("fgsm")

@@ -15,15 +15,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from robench.attacks.base import Attack
+from robench.attacks.norms import l2_per_example
 from robench.defenses.smoothing import Smooth, num_classes_of
 from robench.errors import RobenchError
 from robench.registry import ATTACKS
 from robench.report import Report
 from robench.threats import Kind, Outputs, Threat
-
-
-def _l2(v: torch.Tensor) -> torch.Tensor:
-    return v.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (v.dim() - 1)))
 
 
 @ATTACKS.register("smoothadv")
@@ -60,8 +57,8 @@ class SmoothAdv(Attack):
             loss = F.nll_loss(probs.clamp_min(1e-20).log(), y, reduction="sum")
             grad, = torch.autograd.grad(loss, delta)
             with torch.no_grad():
-                delta = delta + size * grad / _l2(grad)
-                delta = delta * (eps / _l2(delta)).clamp(max=1.0)
+                delta = delta + size * grad / l2_per_example(grad)
+                delta = delta * (eps / l2_per_example(delta)).clamp(max=1.0)
                 delta = (x + delta).clamp(0, 1) - x
         return (x + delta).detach()
 

@@ -21,7 +21,7 @@ from torch import nn
 from robench.corruptions.noise import gaussian_noise
 from robench.defenses.base import InferenceDefense
 from robench.errors import RobenchError
-from robench.inference import check_images, predict
+from robench.inference import PRECISIONS, check_images, check_precision, predict
 from robench.metrics import Accuracy, accuracy
 from robench.registry import CERTIFIERS, DEFENSES
 from robench.spec import ThreatSpec
@@ -29,7 +29,6 @@ from robench.report import Column, Curve, Report
 from robench.threats import Kind, Outputs, Threat
 
 ABSTAIN = -1
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def lower_confidence_bound(n_a: int, n: int, alpha: float) -> float:
@@ -57,8 +56,7 @@ class Smooth(InferenceDefense):
         super().__init__(base)
         if sigma <= 0 or num_classes < 2:
             raise RobenchError(f"Smooth needs sigma > 0 and num_classes >= 2; got {sigma}, {num_classes}.")
-        if precision not in PRECISIONS:
-            raise RobenchError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}.")
+        check_precision(precision)
         self.num_classes, self.sigma, self.precision = num_classes, float(sigma), precision
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if channels_last:
@@ -144,8 +142,7 @@ class SmoothingThreat(Threat):
         if sigma <= 0 or not 0 < alpha < 1 or min(n0, n, batch) < 1:
             raise RobenchError(f"smoothing needs sigma > 0, 0 < alpha < 1 and n0, n, batch >= 1; "
                                f"got sigma={sigma}, alpha={alpha}, n0={n0}, n={n}, batch={batch}.")
-        if precision not in PRECISIONS:
-            raise RobenchError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}.")
+        check_precision(precision)
         if lower_confidence_bound(n, n, alpha) <= 0.5:  # alpha^(1/n), the bound when all n draws agree
             raise RobenchError(f"smoothing with n={n} can never certify at alpha={alpha}: even when all n noisy "
                                f"copies agree, the lower confidence bound {alpha ** (1 / n):.3f} is not above 0.5; "

@@ -9,6 +9,19 @@ from torch import nn
 from robench.errors import RobenchError
 
 
+#: the arithmetic a model's forward (and backward) passes may run in: "fp32" as the model is, or "bf16" /
+#: "fp16" under torch.autocast with that dtype (faster on hardware with fast half-precision units; different
+#: arithmetic, so only on request). Attacks and certifiers that take a `precision` read it here.
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_precision(precision: str) -> str:
+    """`precision` itself when it names one of PRECISIONS; else a RobenchError listing them."""
+    if precision not in PRECISIONS:
+        raise RobenchError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}.")
+    return precision
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """`device` as a torch.device (None: cuda if available, else cpu); an error unless it exists here."""
     if device is None:

@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from robench.attacks.base import Attack, AttackThreat, perturbation_norm
+from robench.attacks.base import Attack, AttackThreat
+from robench.attacks.norms import perturbation_norm
 from robench.attacks.pgd import L2PGD, LinfPGD
 from robench.errors import RobenchError
 from robench.inference import predict
