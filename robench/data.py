@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from robench.errors import RobenchError
-from robench.files import file_digest
+from robench.files import cache_root, file_digest
 from robench.registry import DATASETS
 
 SPLITS = ("train", "test")
@@ -209,11 +209,7 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
         return Path(root).expanduser()
     if os.environ.get("ROBENCH_DATA"):
         return Path(os.environ["ROBENCH_DATA"]).expanduser()
-    return cache_dir() / "data"
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("ROBENCH_CACHE", "~/.cache/robench")).expanduser()
+    return cache_root() / "data"
 
 
 #: overridable list of mirror base URLs per dataset (tests point these at a file:// mirror)

@@ -1,4 +1,4 @@
-"""Files written atomically, checksums, and downloads checked against them."""
+"""Files written atomically, checksums, downloads checked against them, and the cache root."""
 from __future__ import annotations
 
 import hashlib
@@ -9,6 +9,12 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
+
+
+def cache_root() -> Path:
+    """Where robench caches what it makes or fetches: ``$ROBENCH_CACHE`` (default ``~/.cache/robench``),
+    holding data/ (datasets), zoo/ and weights/ (model weights) and results.sqlite (the results store)."""
+    return Path(os.environ.get("ROBENCH_CACHE", "~/.cache/robench")).expanduser()
 
 
 def _umask() -> int:

@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from robench.errors import RobenchError
+from robench.files import cache_root
 
 SCHEMA_VERSION = 2
 SCHEMA = (
@@ -42,7 +43,7 @@ SQLITE_CORRUPT, SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_NOTADB = 11, 13, 14, 26
 
 
 def default_store_path() -> Path:
-    return Path(os.environ.get("ROBENCH_CACHE", "~/.cache/robench")).expanduser() / "results.sqlite"
+    return cache_root() / "results.sqlite"
 
 
 def pack(outputs: dict[str, np.ndarray]) -> bytes:

@@ -16,9 +16,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from robench import nets
-from robench.data import cache_dir, dataset_info, load_dataset
+from robench.data import dataset_info, load_dataset
 from robench.errors import RobenchError
-from robench.files import atomic_path, atomic_write, download, file_digest
+from robench.files import atomic_path, atomic_write, cache_root, download, file_digest
 from robench.registry import MODELS
 from robench.training import Recipe, train
 
@@ -47,7 +47,7 @@ class ModelEntry:
 
     @property
     def cache_path(self) -> Path:
-        return cache_dir() / "zoo" / f"{self.name}-{self.recipe_hash}.safetensors"
+        return cache_root() / "zoo" / f"{self.name}-{self.recipe_hash}.safetensors"
 
     def build(self) -> nn.Module:
         info = dataset_info(self.dataset)
@@ -78,17 +78,23 @@ class ModelEntry:
              progress: bool = True) -> nn.Module:
         """The model in eval mode, its weights checked against their sha256."""
         if self.weights:
-            path, expected = fetch_weights(self.weights, self.sha256), self.sha256
+            source, expected = self.weights, self.sha256
         else:
             if not self.is_cached():
                 if not train_if_missing:
                     raise RobenchError(f"zoo model {self.name!r} is not trained yet; run `robench zoo train {self.name}`.")
                 return self.train(data_root=data_root, progress=progress).eval()
-            path = self.cache_path
-            expected = json.loads(path.with_suffix(".json").read_text())["sha256"]
-        model = self.build()
-        model.load_state_dict(load_weights(path, expected))
-        return model.eval()
+            source = str(self.cache_path)
+            expected = json.loads(self.cache_path.with_suffix(".json").read_text())["sha256"]
+        return load_into(self.build(), source, expected, f"weights {source} do not fit zoo model {self.name!r}")
+
+
+def load_into(model: nn.Module, weights: str, sha256: str | None, what: str) -> nn.Module:
+    """`model` in eval mode with the weights at `weights` (a local path, or a URL fetched once into the
+    cache) checked against `sha256`: the one way every model, zoo entry or user's, gets its weights.
+    `what` names the weights and the model in the error raised when they do not fit."""
+    load_state(model, load_weights(fetch_weights(weights, sha256), sha256), what)
+    return model.eval()
 
 
 def load_weights(path: str | Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
@@ -178,7 +184,7 @@ def fetch_weights(source: str, sha256: str | None) -> Path:
         return Path(source).expanduser()
     if not sha256:
         raise RobenchError(f"weights URL {source} needs a sha256 to check the download against.")
-    target = cache_dir() / "weights" / f"{sha256[:16]}-{Path(source).name}"
+    target = cache_root() / "weights" / f"{sha256[:16]}-{Path(source).name}"
     if not target.is_file():
         try:
             download([source], target, sha256, "sha256")
@@ -218,7 +224,7 @@ def load_user_model(target: str, weights: str | None = None, sha256: str | None 
     if not isinstance(model, nn.Module):
         raise RobenchError(f"{target} returned {type(model).__name__}, not a torch.nn.Module.")
     if weights:
-        load_state(model, load_weights(weights, sha256), f"weights {weights} do not fit {target}")
+        return load_into(model, weights, sha256, f"weights {weights} do not fit {target}")
     return model.eval()
 
 
@@ -232,7 +238,9 @@ def _where(exc: BaseException) -> str:
 
 def resolve(name: str, *, weights: str | None = None, sha256: str | None = None, data_root: str | None = None,
             progress: bool = True) -> nn.Module:
-    """A zoo entry by name (trained and cached on first use) or a user's ``package.module:callable``."""
+    """The model in eval mode for `name`: a zoo entry (`ModelEntry.load`: trained and cached on first use)
+    or a user's ``package.module:callable`` (`load_user_model`, with optional `weights`). Both get their
+    weights through `load_into`; this is the entry point the CLI and ``robench.create_model`` use."""
     if sha256 and not weights:
         raise RobenchError("--weights-sha256 checks a --weights file; give --weights too.")
     if ":" in name:
