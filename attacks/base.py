@@ -17,7 +17,7 @@ from robench.metrics import Accuracy, accuracy
 from robench.report import Column, Curve, Report, number
 from robench.seeding import derived
 from robench.spec import as_tuple
-from robench.threats import Kind, Outputs, Required, Threat
+from robench.threats import Budget, Kind, Outputs, Threat
 
 
 @dataclass
@@ -39,7 +39,7 @@ class Attack(ABC):
     norm: ClassVar[str]
     #: the attack's name in table titles ("PGD Linf"); None: the threat's registered name
     label: ClassVar[str | None] = None
-    budget_parameters: ClassVar[dict] = {"eps": Required(float)}
+    budget_parameters: ClassVar[dict] = {"eps": Budget(float)}
 
     @abstractmethod
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,

@@ -26,19 +26,21 @@ from robench.spec import ThreatSpec, Value, conform
 if typing.TYPE_CHECKING:
     from robench.report import Report
 
-REQUIRED = inspect.Parameter.empty
+#: the default of a constructor parameter that has none (the value must be given in the spec)
+NO_DEFAULT = inspect.Parameter.empty
 
 
-class Required:
-    """A budget parameter without default, of the given type, e.g. ``{"eps": Required(float)}``;
-    several values may be given as a list (``eps=0.1|0.2``)."""
+class Budget:
+    """A budget parameter (given at call time, not to ``__init__``) without default, of the given type,
+    e.g. ``budget_parameters = {"eps": Budget(float)}``; several values may be given as a list
+    (``eps=0.1|0.2``), each its own part."""
 
     def __init__(self, type_: type):
         self.type = type_
 
 
 class Parameter(NamedTuple):
-    """A threat parameter: its default (REQUIRED or a `Required` where there is none) and declared type."""
+    """A threat parameter: its default (NO_DEFAULT or a `Budget` where there is none) and declared type."""
 
     default: Value
     type: Any
@@ -137,16 +139,11 @@ class Threat(ABC):
     def canonical(self) -> str:
         return f"{self.spec}"
 
-    @property
-    def key(self) -> str:
-        """What identifies this threat's results: canonical string, hash and code version."""
-        return f"{self.spec.hash}-v{self.version}"
-
 
 def parameters_of(factory: Any) -> dict[str, Parameter]:
     """The keyword parameters of a threat factory's constructor and its budget. A parameter's type is
     its annotation (in ``__init__`` for hyperparameters, in ``as_threat`` for budget parameters), a
-    `Required` budget's type, else its default's type; values of a tuple type or a `Required` budget
+    `Budget`'s type, else its default's type; values of a tuple type or a `Budget`
     may be lists, others are single values."""
     target = factory.__init__ if inspect.isclass(factory) else factory
     hints = _hints(target)
@@ -157,7 +154,7 @@ def parameters_of(factory: Any) -> dict[str, Parameter]:
     }
     budget_hints = _hints(getattr(factory, "as_threat", None))
     for name, default in getattr(factory, "budget_parameters", {}).items():
-        declared = tuple[default.type, ...] if isinstance(default, Required) else budget_hints.get(name)
+        declared = tuple[default.type, ...] if isinstance(default, Budget) else budget_hints.get(name)
         params[name] = Parameter(default, declared or _type_of(default))
     return params
 
@@ -170,7 +167,7 @@ def _hints(function: Any) -> dict[str, Any]:
 
 
 def _type_of(default: Value) -> Any:
-    if default is REQUIRED or default is None:
+    if default is NO_DEFAULT or default is None:
         return Any
     if isinstance(default, tuple):
         return tuple[_type_of(default[0]) if default else Any, ...]
@@ -178,10 +175,10 @@ def _type_of(default: Value) -> Any:
 
 
 def _coerce(threat: str, name: str, value: Value, param: Parameter) -> Value:
-    """`value` of parameter `name` checked against its declared type; a `Required` budget stays a single
+    """`value` of parameter `name` checked against its declared type; a `Budget` stays a single
     value when one is given, so that ``eps=0.1`` and ``eps=0.1|0.2`` read as written."""
     value = conform(value, param.type, f"threat {threat!r}: {name}")
-    if isinstance(param.default, Required) and len(value) == 1:
+    if isinstance(param.default, Budget) and len(value) == 1:
         return value[0]
     return value
 
@@ -212,7 +209,7 @@ def build_threat(spec: str | ThreatSpec) -> Threat:
         raise RobenchError(f"threat {spec.name!r} has no parameter {', '.join(unknown)}; "
                            f"valid parameters: {', '.join(sorted(valid)) or '(none)'}.")
     missing = sorted(k for k, p in valid.items()
-                     if k not in spec.params and (p.default is REQUIRED or isinstance(p.default, Required)))
+                     if k not in spec.params and (p.default is NO_DEFAULT or isinstance(p.default, Budget)))
     if missing:
         raise RobenchError(f"threat {spec.name!r} needs {', '.join(missing)}, e.g. {spec.name}:"
                            + ",".join(f"{k}=..." for k in missing) + ".")
@@ -220,8 +217,3 @@ def build_threat(spec: str | ThreatSpec) -> Threat:
     threat = factory.as_threat(**params)
     threat.spec = ThreatSpec(spec.name, params)
     return threat
-
-
-def threat_names() -> dict[str, str]:
-    """Every name usable as a threat, with the family it comes from."""
-    return {n: r.family for n, r in threat_families().items()}

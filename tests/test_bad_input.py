@@ -15,7 +15,8 @@ from robench.cli import main
 from robench.errors import RobenchError
 from robench.inference import check_logits, check_weights, predict, resolve_device, warn_if_probabilities
 from robench.spec import Benchmark, conform, tomllib
-from robench.threats import REQUIRED, Required, build_threat, parameters_of, threat_names, _factory
+from robench.registry import threat_families
+from robench.threats import NO_DEFAULT, Budget, build_threat, parameters_of, _factory
 from robench.zoo import load_user_model, load_weights
 
 BASE = ["--dataset", "mnist-5k", "--n", "20", "--quiet"]
@@ -62,7 +63,7 @@ def test_threat_values_of_the_wrong_type_are_refused(text, message):
     ("gaussian:sigma=1", "sigma=1.0"),                       # int accepted for float
     ("pgd-linf:eps=0.1,step=none", "step=none"),             # None where the annotation allows it
     ("pgd-linf:eps=0.1,step=1", "step=1.0"),
-    ("pgd-linf:eps=0|0.1", "eps=0.0|0.1"),                   # a Required budget takes lists
+    ("pgd-linf:eps=0|0.1", "eps=0.0|0.1"),                   # a Budget takes lists
     ("smoothing:radii=0|1", "radii=0.0|1.0"),                # so does a tuple-typed parameter
     ("mnist-c:corruptions=fog", "corruptions=fog"),          # one value for a tuple
     ("bitflip:k=all", "k=all"),
@@ -73,11 +74,11 @@ def test_values_that_fit_their_types_are_accepted_and_normalised(text, canonical
 
 
 def test_every_registered_threat_declares_types_its_defaults_fit():
-    names = threat_names()
+    names = threat_families()
     assert len(names) > 50  # the built-ins and the foolbox attacks
     for name in names:
         for key, param in parameters_of(_factory(name)).items():
-            if param.default is not REQUIRED and not isinstance(param.default, Required):
+            if param.default is not NO_DEFAULT and not isinstance(param.default, Budget):
                 conform(param.default, param.type, f"{name}: {key}")
 
 
