@@ -240,6 +240,40 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
     print(f"done in {time.perf_counter() - start:.0f} s", file=sys.stderr)
 
 
+def cmd_results(args: argparse.Namespace) -> None:
+    from robench import results
+    from robench.files import atomic_write
+    from robench.store import Store
+
+    store = Store(args.store)
+    found = results.find(store, model=args.model, threat=args.threat, dataset=args.dataset)
+    if args.delete:
+        if not found:
+            print("no stored Records match; nothing deleted.")
+            return
+        if not args.yes:
+            sys.stdout.write(results.render(found, "table"))
+            raise RobenchError(f"--delete would delete the {len(found)} Records above from {store.path}; add --yes "
+                               "to delete them.")
+        deleted = store.delete_records([s.key for s in found], shards=args.shards)
+        print(f"deleted {deleted} Records{' and their shards' if args.shards else ''} from {store.path}.")
+        return
+    fmt = args.format or (Path(args.out).suffix.lstrip(".").lower() if args.out else "table")
+    if fmt not in ("table", "csv", "json"):
+        raise RobenchError(f"cannot tell the format of {args.out} from its suffix; give --format csv or json.")
+    text = results.render(found, fmt)
+    if args.out:
+        out = Path(args.out).expanduser()
+        if out.is_dir():
+            raise RobenchError(f"--out {args.out} is a folder; give a file, e.g. {out / ('results.' + fmt)}.")
+        atomic_write(out, text)
+        print(f"wrote {len(found)} Records to {args.out}")
+    elif found or fmt != "table":
+        sys.stdout.write(text)
+    else:
+        print(f"no stored Records match in {store.path}.")
+
+
 def cmd_leaderboard_update(args: argparse.Namespace) -> None:
     from robench import leaderboard
 
@@ -372,6 +406,11 @@ EXAMPLES = {
     "quickstart": """
         robench quickstart
         robench quickstart --out /tmp/qs --n 200""",
+    "results": """
+        robench results
+        robench results --model 'mnist-*' --threat pgd-linf
+        robench results --dataset mnist --format csv --out results.csv
+        robench results --threat bitflip --delete --yes""",
     "leaderboard": """
         robench leaderboard check
         robench leaderboard update mnist
@@ -485,6 +524,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="robench-out/quickstart", help="output folder (default robench-out/quickstart)")
     p.add_argument("--n", type=int, default=500, help="test points (default 500)")
     p.set_defaults(func=cmd_quickstart, weights=None, weights_sha256=None)
+    p = sub.add_parser("results", parents=[common, store], formatter_class=fmt, epilog=_examples("results"),
+                       help="list, export or delete the Records in the results store")
+    p.add_argument("--model", help="only models matching this glob, e.g. 'mnist-*'")
+    p.add_argument("--threat", help="only threats matching this glob or name, e.g. pgd-linf or 'pgd-*'")
+    p.add_argument("--dataset", help="only Records of this dataset (glob)")
+    p.add_argument("--format", choices=["table", "csv", "json"],
+                   help="table (default), csv (the listed columns) or json (the whole Records)")
+    p.add_argument("--out", help="write to this file instead of printing (format from its suffix, or --format)")
+    p.add_argument("--delete", action="store_true", help="delete the selected Records (needs --yes)")
+    p.add_argument("--yes", action="store_true", help="confirm --delete")
+    p.add_argument("--shards", action="store_true",
+                   help="with --delete, also drop their cached shards, so that a rerun recomputes them")
+    p.set_defaults(func=cmd_results)
+
     p = sub.add_parser("leaderboard", parents=[common], formatter_class=fmt, epilog=_examples("leaderboard"),
                        help="update, check, verify, submit to or show the leaderboards")
     lsub = p.add_subparsers(dest="leaderboard_command", required=True, metavar="ACTION")

@@ -19,7 +19,7 @@ import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -40,6 +40,19 @@ BUSY_TIMEOUT_S = 60.0  # how long to wait for another process's write lock
 # SQLite's primary result codes (https://sqlite.org/rescode.html)
 SQLITE_BUSY, SQLITE_LOCKED, SQLITE_READONLY, SQLITE_IOERR = 5, 6, 8, 10
 SQLITE_CORRUPT, SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_NOTADB = 11, 13, 14, 26
+
+
+class StoredRecord(NamedTuple):
+    """A Record as stored: its key, when it was written (seconds since the epoch) and the Record (a dict)."""
+
+    key: str
+    created: float
+    record: dict
+
+
+def _glob_escape(text: str) -> str:
+    """`text` with SQLite GLOB's special characters matched literally."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
 
 
 def default_store_path() -> Path:
@@ -222,6 +235,46 @@ class Store:
             record = self._verified("records", key, text, stored, json.loads)
             if record is not None:
                 yield record
+
+    def find(self, model: str | None = None, threat: str | None = None, dataset: str | None = None) -> list[StoredRecord]:
+        """The stored Records whose model, threat and dataset match the given glob patterns (None: any), in
+        the order they were written, with their keys and times. A threat pattern also matches by name:
+        ``pgd-linf`` selects every ``pgd-linf:...`` canonical string. Corrupt rows are dropped."""
+        clauses, args = [], []
+        for column, pattern in (("model", model), ("dataset", dataset)):
+            if pattern is not None:
+                clauses.append(f"{column} GLOB ?")
+                args.append(pattern)
+        if threat is not None:
+            clauses.append("(threat GLOB ? OR threat GLOB ?)")
+            args += [threat, _glob_escape(threat) + ":*"]
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._errors("read"):
+            rows = self.db.execute(f"SELECT key, created, record, checksum FROM records{where} ORDER BY created",
+                                   args).fetchall()
+        found = []
+        for key, created, text, stored in rows:
+            record = self._verified("records", key, text, stored, json.loads)
+            if record is not None:
+                found.append(StoredRecord(key, float(created), record))
+        return found
+
+    def delete_records(self, keys: Iterable[str], shards: bool = False) -> int:
+        """Delete the Records with these keys (one transaction); with `shards`, also the finished shards
+        of the same model name and threat, so that the next run recomputes them instead of reassembling
+        the Record from the cache. Returns how many Records were deleted."""
+        keys = list(keys)
+        with self._errors("written"), self._transaction():
+            deleted = 0
+            for key in keys:
+                row = self.db.execute("SELECT model, threat FROM records WHERE key = ?", (key,)).fetchone()
+                if row is None:
+                    continue
+                self.db.execute("DELETE FROM records WHERE key = ?", (key,))
+                deleted += 1
+                if shards:
+                    self.db.execute("DELETE FROM shards WHERE model = ? AND threat = ?", row)
+        return deleted
 
     def count(self, table: str) -> int:
         if table not in VALUE_COLUMN:
