@@ -17,14 +17,18 @@ def headline(record: Record, detail: bool = True, name: str | None = None) -> di
     accuracy) as "clean", the headline columns as ``f"{name} {head}"`` and, with `detail`, every other
     column of the report as ``f"{name} {column name}"``. `name` titles the threat (default: its name)."""
     name = name or ThreatSpec.parse(record.threat).name
+
+    def title(text: str) -> str:  # "clean ECE" of the threat "clean" stays "clean ECE"
+        return text if text == name or text.startswith(f"{name} ") else f"{name} {text}"
+
     columns: dict[str, Column] = {}
     for column in report_of(record.threat, record.metrics).columns:
         if column.baseline:
             columns.setdefault("clean", column)
         elif column.head is not None:
-            columns[f"{name} {column.head}"] = column
+            columns[title(column.head)] = column
         elif detail:
-            columns[f"{name} {column.name}"] = column
+            columns[title(column.name)] = column
     return columns
 
 
