@@ -170,8 +170,9 @@ def evaluate(model: nn.Module | str, threats: str | ThreatSpec | Threat | Sequen
              store: Store | str | None = None, seed: int = 0, device: str | torch.device | None = None,
              model_name: str | None = None, shard_size: int | None = None, progress: bool = False,
              executor: Any = None, with_outputs: bool = False) -> list[Record]:
-    """Evaluate `model` (an nn.Module taking images in [0, 1], or a zoo name) under each threat on the
-    first `n` examples (or the given `indices`) of `dataset`/`split`; returns one Record per threat.
+    """Evaluate `model` (an nn.Module taking images in [0, 1], or a zoo name or ``package.module:callable``
+    loaded by robench.zoo.resolve) under each threat on the first `n` examples (or the given `indices`) of
+    `dataset`/`split`; returns one Record per threat.
 
     Finished shards and Records go to `store` (a Store or a path; default ``$ROBENCH_CACHE/results.sqlite``),
     so a repeated call is served from cache and an interrupted one resumes. With `with_outputs`, each
@@ -180,9 +181,10 @@ def evaluate(model: nn.Module | str, threats: str | ThreatSpec | Threat | Sequen
 
     if isinstance(model, str):
         model_name = model_name or model
-        model = zoo.get(model).load(data_root=data_root, progress=progress)
+        model = zoo.resolve(model, data_root=data_root, progress=progress)
     if not isinstance(model, nn.Module):
-        raise RobenchError(f"model must be a torch.nn.Module or a zoo name; got {type(model).__name__}.")
+        raise RobenchError(f"model must be a torch.nn.Module, a zoo name or package.module:callable; "
+                           f"got {type(model).__name__}.")
     model_name = model_name or type(model).__name__
     data = load_dataset(dataset, split, data_root).select(n=n, indices=indices)
     dev = resolve_device(device)
