@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from robench.attacks.norms import perturbation_norm
+from robench.attacks.norms import NORM_ORDERS, perturbation_norm
 from robench.errors import RobenchError
 from robench.inference import check_images, predict
 from robench.metrics import Accuracy, accuracy
@@ -103,6 +103,9 @@ class Attack(ABC):
         if low < -ulp or high > 1 + ulp:
             raise RobenchError(f"attack {name} returned inputs outside [0, 1] (from {low:g} to {high:g}); an "
                                "attack must return images in [0, 1]: clamp them in `run` (e.g. .clamp(0, 1)).")
+        if getattr(self, "norm", None) not in NORM_ORDERS:
+            raise RobenchError(f"attack {name} declares norm {getattr(self, 'norm', None)!r}; set the class "
+                               f"attribute norm to one of {', '.join(NORM_ORDERS)}.")
         norms = perturbation_norm(adversarial.to(x.dtype) - x, self.norm)
         d = x[0].numel()
         slack = {"linf": ulp, "l2": ulp * (eps + math.sqrt(d)), "l1": ulp * (eps + d), "l0": 0.0}[self.norm]

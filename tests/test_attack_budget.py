@@ -124,3 +124,16 @@ def test_success_is_judged_on_the_returned_inputs(model, batch, attack):
     eps = 0.1 if attack.norm == "linf" else 1.0
     result = attack(model, x, y, eps=eps, generator=torch.Generator().manual_seed(2))
     assert torch.equal(result.success, predict(model, result.adversarial).argmax(1) != y)
+
+
+class NoNorm(Attack):
+    norm = "l3"
+
+    def run(self, model, x, y, eps, generator):
+        return x.clone()
+
+
+def test_an_unknown_norm_is_named(model, batch):
+    x, y = batch
+    with pytest.raises(RobenchError, match="declares norm 'l3'.*linf, l2, l1, l0"):
+        NoNorm()(model, x, y, eps=0.1)
