@@ -46,8 +46,8 @@ def sort_value(cell: Any) -> float:
 
 
 def table(lb: Leaderboard) -> tuple[list[str], Rows]:
-    """Headline columns and model -> column -> cell, rows sorted by the spec's key (descending, then by
-    clean accuracy, then by name)."""
+    """Headline columns and model -> column -> cell, rows sorted by the spec's key (best first: descending
+    unless its column says lower is better), then by clean accuracy, then by name."""
     columns: list[str] = []
     rows: Rows = {}
     for model in lb.spec.models:
@@ -63,10 +63,13 @@ def table(lb: Leaderboard) -> tuple[list[str], Rows]:
         columns.remove("clean")
         columns.insert(0, "clean")
     key = lb.spec.sort
+    sample = next((row[key] for row in rows.values() if isinstance(row.get(key), Column)), None)
+    sign = -1 if sample is None or sample.higher_is_better else 1
 
     def order(item: tuple[str, dict[str, Any]]) -> tuple:
         model, row = item
-        return (-sort_value(row.get(key)), -sort_value(row.get("clean")), model)
+        value = sort_value(row.get(key))
+        return (sign * value if value != -math.inf else math.inf, -sort_value(row.get("clean")), model)
 
     return columns, dict(sorted(rows.items(), key=order))
 
