@@ -112,5 +112,14 @@ def _threat(canonical: str) -> Any:
 
 
 def report_of(threat: str, metrics: dict[str, Any]) -> Report:
-    """The Report of a Record of the threat with canonical string `threat` and these `metrics` (JSON)."""
-    return _threat(threat).report(metrics)
+    """The Report of a Record of the threat with canonical string `threat` and these `metrics` (JSON). A
+    threat that no longer builds (a plugin not installed, parameters the current code refuses) reads
+    through `generic`."""
+    from robench.errors import RobenchError
+    from robench.spec import ThreatSpec
+
+    try:
+        built = _threat(threat)
+    except RobenchError:
+        return generic(ThreatSpec.parse(threat).name, "a threat this robench cannot build", metrics)
+    return built.report(metrics)

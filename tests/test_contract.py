@@ -247,3 +247,15 @@ def test_shipped_entries_load_and_render_through_the_reports():
         assert files["README.md"].count("\n## ") >= len(lb.spec.threats)
         columns, rows = leaderboard.table(lb)
         assert columns[0] == "clean" and lb.spec.sort in columns, (name, columns)
+
+
+def test_a_record_whose_threat_no_longer_builds_still_renders():
+    """A stored Record of a threat this robench cannot build (a plugin not installed) reads generically."""
+    from robench.evaluate import Record
+    from robench.tables import render
+
+    metrics = {"verified": {"0.1": accuracy(np.array([True, False, True]))}, "mean_bound": 0.25}
+    record = Record("net", "uninstalled-certifier:radii=0.1", "certification", "mnist", "test", 3, metrics)
+    markdown = render([record], "markdown")
+    assert "uninstalled-certifier verified 0.1" in markdown and "66.7 [" in markdown
+    assert "uninstalled-certifier mean_bound" in markdown
