@@ -200,6 +200,8 @@ class Benchmark:
 
     #: what the file is called in messages
     what: ClassVar[str] = "benchmark file"
+    #: list fields that must not be empty
+    non_empty: ClassVar[tuple[str, ...]] = ("models", "threats")
 
     @classmethod
     def load(cls, path: str | Path) -> "Benchmark":
@@ -221,7 +223,7 @@ class Benchmark:
         check_keys(raw, cls.__dataclass_fields__, source)
         hints = typing.get_type_hints(cls)
         values = {key: conform(value, hints[key], f"{source}: {key}") for key, value in raw.items()}
-        for key in ("models", "threats"):
+        for key in cls.non_empty:
             if not values.get(key):
                 raise RobenchError(f"{source}: {key!r} must be a non-empty list of strings.")
         if values.get("indices") is not None:
