@@ -44,7 +44,7 @@ def main() -> None:
     curves = {}
     for search in args.searches.split(","):
         loss, k = search.split(":")
-        threat = build_threat(f"bitflip:flips={args.flips},target={TARGET},k={k},loss={loss}")
+        threat = build_threat(f"bitflip:dataset=mnist,flips={args.flips},target={TARGET},k={k},loss={loss}")
         start = time.perf_counter()
         m = threat.summarize(threat.evaluate_shard(model, data.x, data.y, torch.Generator().manual_seed(args.seed)))
         if not curves:
