@@ -38,7 +38,7 @@ def cli(capsys, *argv, code=2):
     ("pgd-linf:eps=abc", "eps must be a finite number, or a list of them; got 'abc'"),
     ("pgd-linf:eps=0.1|", "eps must be a finite number, or a list of them; got the list 0.1|"),
     ("pgd-linf:eps=nan", "eps must be a finite number"),
-    ("pgd-linf:eps=0.1,rel_step=abc", "rel_step must be a finite number; got 'abc'"),
+    ("pgd-linf:eps=0.1,rel_step=abc", "rel_step must be a finite number or none; got 'abc'"),
     ("pgd-linf:eps=0.1,steps=true", "steps must be an integer; got true"),
     ("pgd-linf:eps=0.1,steps=2.5", "steps must be an integer; got 2.5"),
     ("pgd-linf:eps=0.1,precision=16", "precision must be a string; got 16"),
