@@ -12,10 +12,10 @@ from robench.registry import ATTACKS, DEFENSES
 @DEFENSES.register("pgd-at")
 class PGDAdversarialTraining(TrainingDefense):
     """Replace a fraction `ratio` of each batch (round(ratio * N) examples chosen at random) by Linf PGD
-    examples (`steps` steps of `rel_step` * eps, random start). During the first `warmup` epochs eps
+    examples (`steps` steps of `rel_step` * eps, by default 2.5 * eps / steps; random start). During the first `warmup` epochs eps
     grows linearly: epoch e < warmup uses eps * (e + 1) / (warmup + 1)."""
 
-    def __init__(self, *, eps: float = 0.3, steps: int = 10, rel_step: float = 0.25, ratio: float = 1.0,
+    def __init__(self, *, eps: float = 0.3, steps: int = 10, rel_step: float | None = None, ratio: float = 1.0,
                  warmup: int = 0):
         if eps < 0 or not 0 <= ratio <= 1 or warmup < 0:
             raise RobenchError(f"pgd-at needs eps >= 0, 0 <= ratio <= 1 and warmup >= 0; "
