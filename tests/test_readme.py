@@ -211,6 +211,17 @@ def test_readme_corruption_suite(installed, ncm, tmp_path):
     assert set(some.metrics["accuracy"]) == {"darken/1", "darken/3", "darken/5"}
     assert some.metrics["accuracy"]["darken/1"] == parts["darken/1"]  # same part, same result
 
+    # the README's `robench corrupt --suite my-c ...` line, run as written (to a temporary folder)
+    from robench.cli import main
+
+    line, = [c for _, c in robench_commands()[0] if c.startswith("robench corrupt --suite my-c")]
+    argv = shlex.split(line)[1:]
+    argv[argv.index("--out") + 1] = str(tmp_path / "my_c")
+    assert main([*argv, "--quiet"]) == 0
+    images = np.load(tmp_path / "my_c" / "darken" / "5" / "test_images.npy")
+    assert images.shape == (1000, 28, 28, 1) and images.dtype == np.uint8
+    assert (tmp_path / "my_c" / "fog" / "1" / "test_labels.npy").is_file()
+
 
 def test_readme_dataset(installed, tmp_path, monkeypatch):
     import robench
