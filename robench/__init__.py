@@ -1,46 +1,80 @@
 """robench: evaluate PyTorch image classifiers against many threats at once.
 
     records = robench.evaluate(model, ["clean", "pgd-linf:eps=0.3"], dataset="mnist", n=1000)
+    print(robench.render(records, "markdown")); robench.write_outputs(records, "out/")
     robench.list_threats("pgd-*"), robench.create_threat("pgd-linf:eps=0.3")
     robench.list_models("mnist-*"), robench.create_model("mnist-small-cnn")
+    robench.find_results(model="mnist-*"), robench.leaderboard.show(...)
+
+The public API is the names in `__all__` and the package `robench.leaderboard`. Each is imported on first
+use (PEP 562), so `import robench` is light: torch loads only when a name that needs it is first used.
 """
 from __future__ import annotations
 
-from robench.version import __version__
+import importlib
+import importlib.util
+import sys
+import types
 
-from robench.data import Dataset, DatasetInfo, load_dataset  # noqa: E402
-from robench.errors import RobenchError  # noqa: E402
-from robench.evaluate import Record, evaluate  # noqa: E402
-from robench.registry import ATTACKS, CERTIFIERS, CORRUPTIONS, DATASETS, DEFENSES, MODELS  # noqa: E402
-from robench.registry import threat_families  # noqa: E402
-from robench.store import Store  # noqa: E402
-from robench.tables import render  # noqa: E402
-from robench.threats import Threat, ThreatContext, build_threat  # noqa: E402
+from robench.version import __version__, git_commit
+
+#: public name -> the module that defines it
+_EXPORTS: dict[str, str] = {
+    # evaluating, and what comes out of it
+    "evaluate": "robench.evaluate", "Record": "robench.evaluate",
+    "render": "robench.tables", "format_cell": "robench.tables",
+    "write_outputs": "robench.outputs",
+    "Benchmark": "robench.spec", "check_indices": "robench.spec",
+    "Store": "robench.store", "StoredRecord": "robench.store",
+    "get_executor": "robench.executors", "resolve_device": "robench.inference",
+    # threats
+    "Threat": "robench.threats", "ThreatContext": "robench.threats", "build_threat": "robench.threats",
+    "list_threats": "robench.api", "create_threat": "robench.api",
+    "certify_threat": "robench.api", "certify": "robench.api", "Certification": "robench.api",
+    "export_corruptions": "robench.api", "preview_corruptions": "robench.api",
+    # models, datasets and every plugin family
+    "list_models": "robench.api", "create_model": "robench.api", "model_entry": "robench.api",
+    "ModelEntry": "robench.zoo",
+    "load_dataset": "robench.data", "Dataset": "robench.data", "DatasetInfo": "robench.data",
+    "describe_plugins": "robench.api", "Plugin": "robench.api",
+    "ATTACKS": "robench.registry", "CORRUPTIONS": "robench.registry", "CERTIFIERS": "robench.registry",
+    "DEFENSES": "robench.registry", "MODELS": "robench.registry", "DATASETS": "robench.registry",
+    # the results store on its own
+    "find_results": "robench.api", "render_results": "robench.api", "write_results": "robench.api",
+    "file_sha256": "robench.api",
+    "RobenchError": "robench.errors",
+}
+#: public subpackages
+_MODULES = ("leaderboard",)
+
+__all__ = ["__version__", "git_commit", *_EXPORTS, *_MODULES]
 
 
-def list_threats(pattern: str = "*") -> list[str]:
-    """Names usable as threats (attacks, corruptions, certifiers) matching the glob `pattern`, sorted."""
-    return list(threat_families(pattern))
+def __getattr__(name: str):
+    if name in _MODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    # any other submodule (robench.zoo, ...) still loads on first use, as when the package imported it
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def create_threat(spec: str) -> Threat:
-    """A configured Threat from a spec, e.g. ``"pgd-linf:eps=0.1|0.3,steps=40"`` (same as `build_threat`)."""
-    return build_threat(spec)
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 
-def list_models(pattern: str = "*") -> list[str]:
-    """Zoo model names matching the glob `pattern`, sorted."""
-    return MODELS.names(pattern)
+class _Package(types.ModuleType):
+    """Importing the submodule robench.evaluate sets the package's attribute "evaluate" to the module;
+    where a public name is also its module's name, the attribute stays the public object."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == value.__name__:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
 
 
-def create_model(name: str, **kwargs):
-    """A model in eval mode: a zoo entry by name (trained and cached on first use) or a user's
-    ``package.module:callable``; `kwargs` go to robench.zoo.resolve (weights, sha256, data_root, progress)."""
-    from robench import zoo
-
-    return zoo.resolve(name, **kwargs)
-
-
-__all__ = ["__version__", "evaluate", "Record", "Store", "render", "build_threat", "Threat", "ThreatContext",
-           "load_dataset", "Dataset", "DatasetInfo", "RobenchError", "list_threats", "create_threat",
-           "list_models", "create_model", "ATTACKS", "CORRUPTIONS", "CERTIFIERS", "DEFENSES", "MODELS", "DATASETS"]
+sys.modules[__name__].__class__ = _Package

@@ -5,10 +5,8 @@ import datetime as dt
 import functools
 import hashlib
 import json
-import subprocess
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -24,7 +22,7 @@ from robench.inference import check_logits, check_weights, resolve_device, warn_
 from robench.spec import ThreatSpec
 from robench.store import Store
 from robench.threats import Outputs, Threat, ThreatContext, build_threat
-from robench.version import __version__
+from robench.version import __version__, git_commit
 
 
 @dataclass
@@ -62,15 +60,7 @@ def _environment() -> dict[str, Any]:
     import foolbox
     import torchvision
 
-    commit = None
-    try:
-        root = Path(__file__).resolve().parent.parent
-        if (root / "setup.cfg").is_file():
-            commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                                    text=True, timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return {"robench": __version__, "git_commit": commit, "torch": torch.__version__,
+    return {"robench": __version__, "git_commit": git_commit(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "foolbox": foolbox.__version__}
 
 

@@ -1,0 +1,125 @@
+"""`robench run` and `robench quickstart`: models under threats, printed as a table and written to --out."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Sequence
+
+import robench
+from robench import RobenchError
+from robench.cli.common import Parents, check_models, examples, load_model, output_path, parse_indices, progress
+
+RUN_EXAMPLES = """
+    robench run --model mnist-small-cnn --threat pgd-linf:eps=0.1|0.2|0.3 --n 1000
+    robench run --model mnist-small-cnn --threat foolbox:LinfDeepFoolAttack:eps=0.1 --format json
+    robench run --model mypkg.nets:make_model --weights model.safetensors --threat fgsm:eps=0.1
+    robench run bench.toml --out results/
+    robench run bench.toml --executor ray --address HEAD:6379
+    robench run bench.toml --executor ray --address HEAD:6379 --device cuda --gpus-per-task 0.5"""
+QUICKSTART_EXAMPLES = """
+    robench quickstart
+    robench quickstart --out /tmp/qs --n 200"""
+
+
+def _write_outputs(records, out) -> list:
+    """records.json, results.md, results.csv and the figures in the folder `out` (robench.write_outputs)."""
+    return robench.write_outputs(records, out)
+
+
+def evaluate_grid(models: Sequence[str], threats: Sequence[str], args: argparse.Namespace, *, dataset: str,
+                  split: str, n: int | None, indices: list[int] | None, seed: int) -> list:
+    """Every model under every threat, through the results store; specs and models are checked first."""
+    from tqdm.auto import tqdm
+
+    built = [robench.create_threat(t) for t in threats]  # check every spec and model before any work starts
+    check_models(models, dataset, args)
+    executor = robench.get_executor(getattr(args, "executor", "local"), getattr(args, "address", None),
+                                    getattr(args, "workers", None), getattr(args, "gpus_per_task", None))
+    store = robench.Store(args.store)
+    records = []
+    grid = tqdm(total=len(models) * len(built), desc="grid", unit="threat",
+                disable=not progress(args) or len(models) < 2)  # aggregate over models; evaluate bars each threat
+    for name in models:
+        model = load_model(name, args)
+        records += robench.evaluate(model, built, dataset=dataset, split=split, n=n, indices=indices,
+                                    data_root=args.data_root, store=store, seed=seed, device=args.device,
+                                    model_name=name, progress=progress(args), executor=executor)
+        grid.update(len(built))
+    grid.close()
+    return records
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    if args.spec:
+        bench = robench.Benchmark.load(args.spec)
+        models = args.model or bench.models
+        threats = args.threat or bench.threats
+        dataset, split = args.dataset or bench.dataset, args.split or bench.split
+        n, indices = args.n if args.n is not None else bench.n, parse_indices(args.indices) or bench.indices
+        seed = args.seed if args.seed is not None else bench.seed
+    else:
+        if not args.model or not args.threat:
+            raise RobenchError("give --model and --threat (or a benchmark file); see `robench run --help`.")
+        models, threats = args.model, args.threat
+        dataset, split, n = args.dataset or "mnist", args.split or "test", args.n
+        indices, seed = parse_indices(args.indices), args.seed or 0
+    if n is not None and indices is not None:
+        n = None if not args.n else n
+    out = output_path(args.out, folder=True) if args.out else None
+    records = evaluate_grid(models, threats, args, dataset=dataset, split=split, n=n, indices=indices, seed=seed)
+    print(robench.render(records, args.format), end="")
+    if out:
+        for path in robench.write_outputs(records, out):
+            print(f"wrote {path}", file=sys.stderr)
+
+
+def cmd_quickstart(args: argparse.Namespace) -> None:
+    """The benchmark files quickstart.toml and quickstart-certify.toml shipped with robench (robench/benchmarks),
+    on the first --n points (a file's own n caps it)."""
+    start = time.perf_counter()
+    out = output_path(args.out, folder=True)
+    runs = [robench.Benchmark.preset("quickstart"), robench.Benchmark.preset("quickstart-certify")]
+    sizes = [args.n if b.n is None else min(b.n, args.n) for b in runs]
+    print(f"robench quickstart: {', '.join(runs[0].models)} on the embedded MNIST digits ({runs[0].dataset}, "
+          f"first {sizes[0]} test points; {sizes[1]} for certification), offline.", file=sys.stderr)
+    records = []
+    for bench, n in zip(runs, sizes):
+        records += evaluate_grid(bench.models, bench.threats, args, dataset=bench.dataset, split=bench.split, n=n,
+                                 indices=None, seed=bench.seed)
+    print(robench.render(records, "table"), end="")
+    for path in robench.write_outputs(records, out):
+        print(f"wrote {path}")
+    print(f"done in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+
+
+def add_run(sub, parents: Parents) -> None:
+    p = sub.add_parser("run", parents=[parents.common, parents.data, parents.store, parents.weights, parents.mismatch],
+                       formatter_class=parents.fmt, epilog=examples(RUN_EXAMPLES), help="evaluate models under threats")
+    p.add_argument("spec", nargs="?", help="benchmark file (TOML: models, threats, dataset, split, n, indices, seed)")
+    p.add_argument("--model", action="append", help="zoo name or package.module:callable (repeatable)")
+    p.add_argument("--threat", action="append", help="threat spec, e.g. pgd-linf:eps=0.1|0.3,steps=40 (repeatable)")
+    p.add_argument("--dataset", help="dataset name (robench list datasets; default mnist)")
+    p.add_argument("--split", choices=["train", "test"], help="default test")
+    p.add_argument("--n", type=int, help="evaluate the first N examples")
+    p.add_argument("--indices", help="explicit example indices, e.g. 0,5,9 or 0:100")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--out", help="folder for records.json, results.md, results.csv and figures")
+    p.add_argument("--format", choices=["table", "json", "csv", "markdown"], default="table")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="where shards run: in this process (default) or on Ray (pip install 'robench[ray]')")
+    p.add_argument("--address", help="Ray cluster to join, e.g. HEAD:6379 (default: a local Ray instance)")
+    p.add_argument("--workers", type=int, help="Ray tasks at once (default: every CPU of the cluster)")
+    p.add_argument("--gpus-per-task", type=float, metavar="G",
+                   help="GPUs each Ray task asks for (1, or a fraction such as 0.25 to share one); use with "
+                        "--device cuda")
+    p.set_defaults(func=cmd_run)
+
+
+def add_quickstart(sub, parents: Parents) -> None:
+    p = sub.add_parser("quickstart", parents=[parents.common, parents.data, parents.store], formatter_class=parents.fmt,
+                       epilog=examples(QUICKSTART_EXAMPLES),
+                       help="offline demo: train small models on the embedded digits and attack them")
+    p.add_argument("--out", default="robench-out/quickstart", help="output folder (default robench-out/quickstart)")
+    p.add_argument("--n", type=int, default=500, help="test points (default 500)")
+    p.set_defaults(func=cmd_quickstart, weights=None, weights_sha256=None)
