@@ -1,6 +1,5 @@
 """Bad input gives a one-line RobenchError that says what was wrong and how to fix it, before any work
 starts; on the command line, exit code 2 and one line on stderr (130 and one line for Ctrl-C)."""
-import importlib
 import re
 import warnings
 from pathlib import Path
@@ -141,11 +140,45 @@ def test_ctrl_c_exits_quietly_with_130(capsys, monkeypatch, tmp_path, where):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(robench.zoo, "resolve", lambda *a, **k: nn.Sequential(nn.Flatten(), nn.Linear(784, 10)))
-    module = robench.zoo if where == "resolve" else importlib.import_module("robench.evaluate")
+    module = robench.zoo if where == "resolve" else robench  # the CLI calls the public robench.evaluate
     monkeypatch.setattr(module, where, interrupt)
     err = cli(capsys, "run", "--model", "mnist5k-small-cnn", "--threat", "clean", *BASE,
               "--store", str(tmp_path / "s.sqlite"), code=130)
     assert err.startswith("robench: interrupted") and "resumes" in err
+
+
+#: a fresh interpreter whose `import torch` (or any import of the module `heavy`) raises KeyboardInterrupt
+#: once the CLI is imported, as a Ctrl-C pressed while main() loads the heavy modules
+INTERRUPTED_IMPORT = """
+import builtins, sys
+real_import = builtins.__import__
+def interrupted(name, *args, **kwargs):
+    if name == HEAVY or name.startswith(HEAVY + "."):
+        raise KeyboardInterrupt
+    return real_import(name, *args, **kwargs)
+from robench.cli import main
+assert "torch" not in sys.modules, "importing robench.cli imported torch"
+builtins.__import__ = interrupted
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("heavy, argv", [
+    ("torch", ["run", "--model", "mnist5k-small-cnn", "--threat", "clean", *BASE]),
+    ("torch", ["list", "threats"]),
+    ("torch", ["leaderboard", "show", "mnist"]),
+    ("numpy", ["results", "--store", "STORE"]),
+])
+def test_ctrl_c_while_the_heavy_modules_import_exits_with_130(tmp_path, heavy, argv):
+    import subprocess
+    import sys
+
+    argv = [str(tmp_path / "s.sqlite") if a == "STORE" else a for a in argv]
+    run = subprocess.run([sys.executable, "-c", f"HEAVY = {heavy!r}\n" + INTERRUPTED_IMPORT, *argv],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 130, run.stderr
+    assert run.stderr.count("\n") == 1 and run.stderr.startswith("robench: interrupted"), run.stderr
+    assert "Traceback" not in run.stderr and not run.stdout
 
 
 @pytest.fixture

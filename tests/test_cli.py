@@ -154,3 +154,92 @@ def test_certify_writes_the_tables_and_resumes_from_the_store(capsys, tmp_path, 
     assert run(capsys, *argv)[0] == 0  # served from the store: same certificates
     strip = lambda text: [line.rsplit("\t", 1)[0] for line in text.splitlines()]  # noqa: E731 (time differs)
     assert strip((tmp_path / "c.tsv").read_text()) == strip(first)
+
+
+# -- start-up, --version and the public API the CLI stands on --------------------------------------------
+
+CLI = Path(__file__).resolve().parent.parent / "robench" / "cli"
+
+
+def _fresh(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def test_help_and_version_do_not_import_torch():
+    for argv in (["--help"], ["--version"], ["run", "--help"], ["leaderboard", "--help"]):
+        run = _fresh(f"import sys\nfrom robench.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit as e:\n"
+                     "    code = e.code\nprint('torch' in sys.modules, code)")
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.splitlines()[-1] in ("False 0", "False None"), (argv, run.stdout)
+
+
+def test_version_names_the_release_and_the_commit():
+    import robench
+
+    exe = shutil.which("robench", path=str(Path(sys.executable).parent))
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith(f"robench {robench.__version__}")
+    commit = robench.git_commit()
+    if commit:  # run from a checkout
+        assert len(commit) == 40 and f"(git commit {commit})" in out.stdout
+
+
+def test_public_api_is_lazy_and_complete():
+    import robench
+
+    run = _fresh("import sys, robench\nprint('torch' in sys.modules, sorted(set(robench.__all__) - set(dir(robench))))")
+    assert run.stdout.split() == ["False", "[]"], run.stderr
+    for name in robench.__all__:
+        assert getattr(robench, name) is not None, name
+    assert callable(robench.evaluate) and robench.leaderboard.show
+    # importing the submodule robench.evaluate first keeps robench.evaluate the function
+    run = _fresh("import robench.evaluate, robench\nprint(robench.evaluate.__module__, robench.Record.__name__)")
+    assert run.stdout.split() == ["robench.evaluate", "Record"], run.stderr
+    with pytest.raises(AttributeError):
+        robench.no_such_name
+
+
+def _public_only(path: Path) -> list[str]:
+    """Imports of robench internals, and robench.<name> not in robench.__all__, in one CLI module."""
+    import ast
+
+    import robench
+
+    public = set(robench.__all__)
+    bad = []
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            bad += [a.name for a in node.names if a.name.startswith("robench") and a.name != "robench"
+                    and not a.name.startswith("robench.cli")]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("robench"):
+            if node.module == "robench":
+                bad += [f"robench.{a.name}" for a in node.names if a.name not in public]
+            elif not node.module.startswith("robench.cli"):
+                bad.append(node.module)
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "robench":
+            if node.attr not in public:
+                bad.append(f"robench.{node.attr}")
+    return [f"{path.name}: {b}" for b in bad]
+
+
+def test_the_cli_uses_the_public_api_only_and_its_modules_are_small():
+    modules = sorted(CLI.glob("*.py"))
+    assert {p.name for p in modules} >= {"__init__.py", "__main__.py", "run.py", "leaderboard.py", "results.py"}
+    assert [b for p in modules for b in _public_only(p)] == []
+    assert max(len(p.read_text().splitlines()) for p in modules) <= 400
+    assert _public_only_catches_internals()
+
+
+def _public_only_catches_internals() -> bool:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "x.py"
+        path.write_text("import robench\nfrom robench.store import Store\nfrom robench import zoo\nrobench.tables\n")
+        return _public_only(path) == ["x.py: robench.store", "x.py: robench.zoo", "x.py: robench.tables"]
+
+
+def test_python_dash_m_robench_cli(capsys):
+    out = subprocess.run([sys.executable, "-m", "robench.cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("robench ")
