@@ -1,0 +1,51 @@
+"""The AutoAttack ensemble threat: order, only still-robust examples attacked, robust accuracy after each
+attack, which attack broke each example."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from robench.errors import RobenchError
+from robench.threats import build_threat
+
+
+def _net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)).eval()
+
+
+@pytest.mark.parametrize("norm, eps", [("linf", 0.02), ("l2", 0.15)])
+def test_standard_ensemble_on_a_small_net(norm, eps):
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(40, 1, 8, 8, generator=g)
+    net = _net()
+    y = net(x).argmax(1)  # all correct on clean input
+    y[:4] = (y[:4] + 1) % 10  # but these four
+    threat = build_threat(f"autoattack:eps={eps},norm={norm}")
+    out = threat.evaluate_shard(net, x, y, torch.Generator().manual_seed(0))
+    key = repr(eps)
+    after = [out[f"after_{name}@{key}"] for name in ("apgd-ce", "apgd-t", "fab-t", "square")]
+    for earlier, later in zip(after, after[1:]):
+        assert not np.any(later & ~earlier)  # robust accuracy never rises along the chain
+    robust, broken_by = out[f"robust@{key}"], out[f"broken_by@{key}"]
+    assert np.array_equal(robust, after[-1]) and not robust[:4].any()
+    assert np.all(broken_by[:4] == -1)  # misclassified on clean input: never attacked
+    assert np.array_equal(broken_by >= 0, out["clean_correct"] & ~robust)
+    norms = out[f"norm@{key}"][broken_by >= 0]
+    assert np.all(norms <= eps * (1 + 1e-5) + 1e-6)
+    metrics = threat.summarize(out)
+    print(norm, {k: v["value"] for k, v in metrics["robust_accuracy_after"][key].items()}, metrics["broken_by"][key])
+    assert metrics["robust_accuracy"][key]["value"] == metrics["robust_accuracy_after"][key]["square"]["value"]
+    assert sum(metrics["broken_by"][key].values()) == int((broken_by >= 0).sum())
+    assert 0 < metrics["robust_accuracy"][key]["value"] < metrics["clean_accuracy"]["value"]
+
+
+def test_versions():
+    assert list(build_threat("autoattack:eps=0.3,version=rand").attack.attacks) == ["apgd-ce", "apgd-dlr"]
+    assert build_threat("autoattack:eps=0.3,version=rand").attack.attacks["apgd-dlr"].eot == 20
+    with pytest.raises(RobenchError, match="untargeted FAB"):
+        build_threat("autoattack:eps=0.3,version=plus")
+    with pytest.raises(RobenchError, match="version"):
+        build_threat("autoattack:eps=0.3,version=fast")
