@@ -98,6 +98,11 @@ class APGD(Attack):
             raise RobenchError(f"loss must be ce (cross-entropy) or dlr (difference of logits ratio); got {loss!r}.")
         self.loss, self.steps, self.restarts, self.eot = loss, steps, restarts, eot
 
+    @property
+    def forward_passes(self) -> float:
+        """Forward passes per example at most (a gradient step counts as three), for shard sizing."""
+        return 3.0 * (self.steps + 1) * self.eot * self.restarts * getattr(self, "targets", 1)
+
     # -- the norm-specific parts ---------------------------------------------------------------------
     def start(self, x: torch.Tensor, eps: float, generator: torch.Generator) -> torch.Tensor:
         """A random starting point in the eps ball around `x`, in [0, 1]."""

@@ -150,7 +150,10 @@ class AttackThreat(Threat):
 
     @property
     def cost(self) -> float:
-        # a gradient step costs about three forward passes; attacks without `steps` count as 10 steps
+        # a gradient step costs about three forward passes; attacks without `steps` count as 10 steps;
+        # an attack may state its own cost in forward passes per example (`forward_passes`)
+        if hasattr(self.attack, "forward_passes"):
+            return 1 + float(self.attack.forward_passes)
         return 1 + 3 * getattr(self.attack, "steps", 10) * getattr(self.attack, "restarts", 1)
 
     def evaluate_shard(self, model, x, y, generator) -> Outputs:

@@ -77,6 +77,11 @@ class FABT(Attack):
         self.targets, self.steps, self.restarts = targets, steps, restarts
         self.alpha_max, self.eta, self.beta, self.early_stop = float(alpha_max), float(eta), float(beta), early_stop
 
+    @property
+    def forward_passes(self) -> float:
+        """Forward passes per example, about (a gradient step counts as three), for shard sizing."""
+        return 3.0 * self.steps * self.targets * self.restarts
+
     def random_start(self, x: torch.Tensor, radius: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         raise NotImplementedError
 

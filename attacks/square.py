@@ -88,6 +88,11 @@ class Square(Attack):
             raise RobenchError(f"p_init is the fraction of pixels of the first windows, in (0, 1]; got {p_init!r}.")
         self.queries, self.p_init, self.restarts = queries, float(p_init), restarts
 
+    @property
+    def forward_passes(self) -> float:
+        """Forward passes per example at most (one per query), for shard sizing."""
+        return float(self.queries * self.restarts)
+
     # the norm-specific parts
     def init(self, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, eps: float,
              generator: torch.Generator) -> torch.Tensor:
