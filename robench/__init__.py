@@ -22,7 +22,7 @@ from robench.version import __version__, git_commit
 _EXPORTS: dict[str, str] = {
     # evaluating, and what comes out of it
     "evaluate": "robench.evaluate", "Record": "robench.evaluate",
-    "render": "robench.tables", "format_cell": "robench.tables",
+    "render": "robench.tables", "format_cell": "robench.tables", "to_dataframe": "robench.tables",
     "write_outputs": "robench.outputs",
     "Benchmark": "robench.spec", "check_indices": "robench.spec",
     "Store": "robench.store", "StoredRecord": "robench.store",

@@ -152,3 +152,24 @@ def render_grid(columns: Sequence[str], rows: dict[str, dict[str, Any]], fmt: st
     widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip()
                      for line in [header, ["-" * w for w in widths], *body]) + "\n"
+
+
+def to_dataframe(records: Sequence[Record]):
+    """The Records as a pandas DataFrame in long form, one row per Record and column of its threat's
+    Report: model, threat, dataset, split, n, column, value, correct, ci95_low, ci95_high (the last
+    three only for accuracies), headline (whether the column is a headline one)."""
+    import pandas as pd
+
+    rows = []
+    for record in records:
+        for column in report_of(record.threat, record.metrics).columns:
+            value = column.value
+            accuracy = value if isinstance(value, Accuracy) else None
+            rows.append({"model": record.model, "threat": record.threat, "dataset": record.dataset,
+                         "split": record.split, "n": record.n, "column": column.name,
+                         "value": accuracy.value if accuracy else value,
+                         "correct": accuracy.correct if accuracy else None,
+                         "ci95_low": accuracy.interval[0] if accuracy else None,
+                         "ci95_high": accuracy.interval[1] if accuracy else None,
+                         "headline": column.head is not None})
+    return pd.DataFrame(rows)

@@ -31,3 +31,14 @@ def test_a_model_name_given_twice_gets_two_rows():
     threat = "pgd-linf:eps=0.2,rel_step=0.25,steps=5"
     columns, rows = grid([attack_record("net", threat, 7), attack_record("net", threat, 3)])
     assert rows["net"]["pgd-linf 0.2"].value.correct == 7 and rows["net (2)"]["pgd-linf 0.2"].value.correct == 3
+
+
+def test_records_as_a_dataframe():
+    import robench
+
+    few = "pgd-linf:eps=0.2,steps=5"
+    frame = robench.to_dataframe([attack_record("net", few, 7), attack_record("other", few, 4)])
+    robust = frame[(frame.column == "eps 0.2")].set_index("model")
+    assert robust.loc["net", "correct"] == 7 and robust.loc["other", "value"] == 0.4
+    assert robust.loc["net", "ci95_low"] < 0.7 < robust.loc["net", "ci95_high"] and robust["headline"].all()
+    assert set(frame.columns) >= {"model", "threat", "dataset", "n", "column", "value", "correct"}
