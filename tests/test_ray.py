@@ -40,7 +40,7 @@ class Wrapped(Threat):
 
     def __init__(self, inner: Threat, poison: torch.Tensor, crash_marker: str | None = None):
         self.inner, self.poison, self.crash_marker = inner, poison, crash_marker
-        self.spec, self.kind, self.shard_size = inner.spec, inner.kind, inner.shard_size
+        self.spec, self.kind, self.shard_size, self.version = inner.spec, inner.kind, inner.shard_size, inner.version
 
     def evaluate_shard(self, model, x, y, generator):
         if torch.equal(x[0].cpu(), self.poison):
