@@ -80,9 +80,9 @@ def test_bitflip_draws_from_the_training_split_of_the_evaluated_dataset(embedded
     calls = []
     real = bitflip.load_dataset
 
-    def spy(name, split="test", root=None, download=True):
+    def spy(name, split="test", root=None, download=False):
         calls.append((name, split, root))
-        return real(name, split, root, download)
+        return real(name, split, root, download=False)  # offline: mnist-5k is embedded, nothing to fetch
 
     monkeypatch.setattr(bitflip, "load_dataset", spy)
     assert build_threat("bitflip:flips=1").canonical == \
