@@ -6,7 +6,7 @@ the entry-point groups ``robench.attacks``, ``robench.corruptions``, ``robench.c
 registered name).
 
 Families: attacks (input and weight attacks), corruptions (single corruptions and suites), certifiers
-(randomized smoothing; bound propagation later), defenses (training-time batch transforms and
+(randomized smoothing, Linf bound propagation), defenses (training-time batch transforms and
 inference-time model wrappers; no threats), models (the zoo) and datasets. A *threat* is an entry of
 attacks, corruptions or certifiers that has ``as_threat`` (see `threat_families`).
 """
@@ -119,7 +119,7 @@ ATTACKS: Registry[type[Attack] | type[WeightAttack]] = Registry(
 CORRUPTIONS: Registry[type[Corruption]] = Registry(
     "corruptions", ("robench.corruptions",), "corruptions and corruption suites")
 CERTIFIERS: Registry[type[Threat]] = Registry(
-    "certifiers", ("robench.defenses",), "certified robustness (randomized smoothing)")
+    "certifiers", ("robench.defenses",), "certified robustness (randomized smoothing, IBP/CROWN bounds)")
 DEFENSES: Registry[type[TrainingDefense] | type[InferenceDefense]] = Registry(
     "defenses", ("robench.defenses",), "training-time and inference-time defenses")
 MODELS: Registry[ModelEntry] = Registry("models", ("robench.zoo",), "zoo models")
