@@ -42,6 +42,8 @@ _EXPORTS: dict[str, str] = {
     # the results store on its own
     "find_results": "robench.api", "render_results": "robench.api", "write_results": "robench.api",
     "file_sha256": "robench.api",
+    # what runs, and where it reads and writes (`robench info`)
+    "about": "robench.about",
     "RobenchError": "robench.errors",
 }
 #: public subpackages

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from robench.evaluate import Record
 
@@ -38,12 +38,20 @@ def write_outputs(records: Sequence[Record], out: str | os.PathLike) -> list[Pat
                 label = f"{r.model} ({copy})" if one_threat else f"{r.model} ({titles[r.threat]}, {copy})"
             series[label] = list(curve.points)
         first = drawn[0][1]
-        datasets = sorted({r.dataset for r, _ in drawn})
-        title = ", ".join(dict.fromkeys(c.title for _, c in drawn)) + f" on {', '.join(datasets)}"
         path = out / f"{figure}.png"
+        labels = dict(xlabel=first.x, ylabel=f"{first.y} (%)", title=figure_title(drawn))
         if first.style == "bars":
             written.append(plots.bars({k: {p[0]: tuple(p[1:]) for p in v} for k, v in series.items()}, path,
-                                      ylabel=first.y, title=title))
+                                      **labels))
         else:
-            written.append(plots.curves(series, path, xlabel=first.x, ylabel=first.y, title=title))
+            written.append(plots.curves(series, path, **labels))
     return written
+
+
+def figure_title(drawn: Sequence[tuple[Record, Any]]) -> str:
+    """The title of a figure of (Record, Curve) pairs: the curves' titles, on which data, how many examples,
+    e.g. "PGD Linf on mnist-5k test, n = 500"."""
+    curves = ", ".join(dict.fromkeys(c.title for _, c in drawn))
+    data = ", ".join(dict.fromkeys(f"{r.dataset} {r.split}" for r, _ in drawn))
+    sizes = ", ".join(dict.fromkeys(str(r.n) for r, _ in drawn))
+    return f"{curves} on {data}, n = {sizes}"

@@ -25,6 +25,15 @@ from robench.training import Recipe, train
 #: bump when the training loop changes what it produces: every cached entry is then retrained
 TRAINING_VERSION = 2
 
+#: minutes training an entry took on this project's 2-core CPU (the README's zoo table, which
+#: tests/test_readme.py checks against this), announced before an entry is trained
+TRAINING_MINUTES = {
+    "mnist5k-small-cnn": 0.2, "mnist5k-mlp": 0.1,
+    "mnist-small-cnn": 1.7, "mnist-madry-cnn": 5.0, "mnist-lenet5": 0.5, "mnist-mlp": 0.1, "mnist-pgd-at": 71.7,
+    "mnist-gaussian-0.25": 3.6, "mnist-gaussian-0.5": 5.1, "mnist-patch-gaussian": 3.0, "mnist-small-cnn-pwc": 3.7,
+    "fashion-mnist-small-cnn": 4.2, "fashion-mnist-gaussian-0.25": 10.3, "fashion-mnist-patch-gaussian": 2.9,
+}
+
 
 @dataclass(frozen=True)
 class ModelEntry:
@@ -57,8 +66,25 @@ class ModelEntry:
     def is_cached(self) -> bool:
         return self.cache_path.is_file() and self.cache_path.with_suffix(".json").is_file()
 
+    def expected_time(self) -> str:
+        """How long training takes, for the line announcing it: the zoo table's time, else the recipe."""
+        from robench.progress import duration
+
+        minutes = TRAINING_MINUTES.get(self.name)
+        if minutes is None:
+            return f"{self.recipe.epochs} epochs of {self.arch} on {self.dataset}; no time measured yet"
+        threads = "" if self.recipe.threads == 1 else f", {self.recipe.threads} torch threads"
+        return f"about {duration(60 * minutes)} on a 2-core CPU{threads}"
+
     def train(self, *, data_root: str | None = None, device: str = "cpu", progress: bool = True) -> nn.Module:
-        """Train from the recipe, cache the weights with their sha256, and return the model."""
+        """Train from the recipe, cache the weights with their sha256, and return the model. With
+        `progress`, say what is trained and how long it should take before, and what was written after."""
+        import time
+
+        from robench.progress import duration, note
+
+        note(f"robench: training zoo model {self.name} ({self.expected_time()}; cached afterwards)", enabled=progress)
+        start = time.perf_counter()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.recipe.seed)  # the initial weights are part of the recipe
             model = self.build()
@@ -72,21 +98,27 @@ class ModelEntry:
             meta = {"entry": self.name, "recipe": self.recipe.as_dict(), "sha256": file_digest(tmp, "sha256"),
                     "torch": torch.__version__, **summary}
             atomic_write(path.with_suffix(".json"), json.dumps(meta, indent=2))
+        note(f"robench: trained {self.name} in {duration(time.perf_counter() - start)}; wrote {path} and "
+             f"{path.with_suffix('.json').name}", enabled=progress)
         return model
 
     def load(self, *, train_if_missing: bool = True, data_root: str | None = None,
              progress: bool = True) -> nn.Module:
-        """The model in eval mode, its weights checked against their sha256."""
+        """The model in eval mode, its weights checked against their sha256, named after the entry
+        (robench.naming: Records and progress bars show the entry's name)."""
+        from robench.naming import name_model
+
         if self.weights:
             source, expected = self.weights, self.sha256
         else:
             if not self.is_cached():
                 if not train_if_missing:
                     raise RobenchError(f"zoo model {self.name!r} is not trained yet; run `robench zoo train {self.name}`.")
-                return self.train(data_root=data_root, progress=progress).eval()
+                return name_model(self.train(data_root=data_root, progress=progress).eval(), self.name)
             source = str(self.cache_path)
             expected = json.loads(self.cache_path.with_suffix(".json").read_text())["sha256"]
-        return load_into(self.build(), source, expected, f"weights {source} do not fit zoo model {self.name!r}")
+        model = load_into(self.build(), source, expected, f"weights {source} do not fit zoo model {self.name!r}")
+        return name_model(model, self.name)
 
 
 def load_into(model: nn.Module, weights: str, sha256: str | None, what: str) -> nn.Module:

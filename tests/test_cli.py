@@ -112,7 +112,10 @@ def test_quickstart_end_to_end(capsys, tmp_path, embedded_model):
                        "--store", str(tmp_path / "s.sqlite"))
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].split()[:2] == ["model", "clean"] and any(l.startswith("mnist5k-mlp") for l in lines)
+    assert max(map(len, lines)) <= 120  # its many threats transpose: one column per model
+    assert lines[0].split() == ["mnist5k-small-cnn", "mnist5k-mlp"] and lines[2].startswith("clean ")
+    assert any(line.startswith("pgd-linf 0.1 ") for line in lines)
+    assert "Accuracy in %, with the 95% Clopper-Pearson interval in brackets." in out
     records = json.loads((tmp_path / "qs" / "records.json").read_text())
     assert {r["model"] for r in records} == {"mnist5k-small-cnn", "mnist5k-mlp"}
     assert (tmp_path / "qs" / "robustness_curve.png").stat().st_size > 10_000
@@ -243,3 +246,99 @@ def _public_only_catches_internals() -> bool:
 def test_python_dash_m_robench_cli(capsys):
     out = subprocess.run([sys.executable, "-m", "robench.cli", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("robench ")
+
+
+# -- help that is safe to paste, a quiet closed pipe, where things are -------------------------------------
+
+def _parsers(parser=None, path=("robench",)):
+    """(command path, parser) of the robench parser and every subcommand, depth first."""
+    from robench.cli import build_parser
+
+    parser = parser or build_parser()
+    yield path, parser
+    for action in parser._actions:
+        if action.__class__.__name__ == "_SubParsersAction":
+            for name, sub in action.choices.items():
+                yield from _parsers(sub, (*path, name))
+
+
+def _examples(help_text: str) -> list[str]:
+    """The command lines of a help's "examples:" block, backslash continuations joined."""
+    block = help_text.split("\nexamples:\n", 1)[1].split("\n\n", 1)[0]
+    return [line.strip() for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+
+
+def test_every_leaf_command_has_examples_that_paste_into_bash_and_parse():
+    import shlex
+
+    from robench.cli import build_parser
+
+    leaves, bad = 0, []
+    for path, parser in _parsers():
+        text = parser.format_help()
+        has_sub = any(a.__class__.__name__ == "_SubParsersAction" for a in parser._actions)
+        if "\nexamples:\n" not in text:
+            bad.append(f"{' '.join(path)}: no examples")
+            continue
+        leaves += not has_sub
+        for line in _examples(text):
+            shell = list(shlex.shlex(line, posix=True, punctuation_chars="|&;<>"))
+            tokens = shlex.split(line)
+            if shell[-2:-1] == [">"]:  # `... > table.tex`: a redirection of the output is fine
+                shell, tokens = shell[:-2], tokens[:-2]
+            operators = [t for t in shell if set(t) <= set("|&;<>")]
+            if operators or tokens[:len(path)] != list(path):
+                bad.append(f"{' '.join(path)}: {line!r} (shell operator {operators} or another command)")
+                continue
+            try:
+                build_parser().parse_args(tokens[1:])
+            except SystemExit as exc:
+                bad.append(f"{' '.join(path)}: {line!r} does not parse (exit {exc.code})")
+    assert not bad, "\n".join(bad)
+    assert leaves >= 14  # list, zoo list/train, run, corrupt, certify, quickstart, results, 5 leaderboard, info
+
+
+def test_the_help_examples_check_catches_an_unquoted_list():
+    import shlex
+
+    tokens = list(shlex.shlex("robench run --threat pgd-linf:eps=0.1|0.3", posix=True, punctuation_chars="|&;<>"))
+    assert "|" in tokens
+    assert _examples("x\nexamples:\n  robench a \\\n    --b\n  robench c\n\nmore") == ["robench a      --b", "robench c"]
+
+
+def test_a_closed_pipe_ends_quietly():
+    """`robench list threats | head -1`: the reader goes away; robench exits 0 without a traceback."""
+    import os
+
+    exe = shutil.which("robench", path=str(Path(sys.executable).parent))
+    read, write = os.pipe()
+    os.close(read)  # the reader has gone before robench writes anything
+    try:
+        out = subprocess.run([exe, "list", "threats"], stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert out.returncode == 0 and out.stderr == ""
+    shell = subprocess.run(["bash", "-c", f"set -o pipefail; {exe} list threats | head -1"], capture_output=True,
+                           text=True, timeout=120)
+    assert shell.returncode == 0 and shell.stderr == "" and len(shell.stdout.splitlines()) == 1
+
+
+def test_help_names_the_version_and_info_the_locations_in_use(capsys, tmp_path, monkeypatch):
+    import robench
+    from robench.cli import version_text
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert f"This is {version_text()}." in capsys.readouterr().out
+    monkeypatch.setenv("ROBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("ROBENCH_DATA", str(tmp_path / "env-data"))
+    code, out, _ = run(capsys, "info")
+    lines = {line.split("  ")[0]: line for line in out.splitlines()}
+    assert code == 0 and lines["robench"].split()[1] == robench.__version__
+    assert f"{tmp_path / 'cache'}  " in lines["cache"] and "$ROBENCH_CACHE" in lines["cache"]
+    assert f"{tmp_path / 'env-data'}  " in lines["data"] and "$ROBENCH_DATA" in lines["data"]
+    assert str(tmp_path / "cache" / "results.sqlite") in lines["results store"]
+    code, out, _ = run(capsys, "info", "--data-root", str(tmp_path / "flag"), "--store", str(tmp_path / "s.sqlite"))
+    lines = {line.split("  ")[0]: line for line in out.splitlines()}
+    assert f"{tmp_path / 'flag'}  " in lines["data"] and "--data-root" in lines["data"]
+    assert str(tmp_path / "s.sqlite") in lines["results store"] and "--store" in lines["results store"]

@@ -1,8 +1,10 @@
-"""What the commands share: progress, --out and --indices checks, the zoo dataset check and the parent
-parsers of the common options. Like every module of robench.cli, it uses the public API only."""
+"""What the commands share: progress, the table width, --out and --indices checks, the zoo dataset check,
+the examples epilogs and the parent parsers of the common options. Like every module of robench.cli, it
+uses the public API only."""
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import textwrap
 from pathlib import Path
@@ -13,13 +15,18 @@ from robench import RobenchError
 
 
 def progress(args: argparse.Namespace) -> bool:
-    """Whether to draw progress bars: not --quiet, and stderr is a terminal."""
-    return not args.quiet and sys.stderr.isatty()
+    """Whether to report progress (unless --quiet): a bar on a terminal, a line every ~15 s elsewhere."""
+    return not args.quiet
+
+
+def table_width() -> int:
+    """The width to fit tables to: the terminal's when stdout is one, else 120 columns."""
+    return shutil.get_terminal_size((120, 24)).columns if sys.stdout.isatty() else 120
 
 
 def examples(text: str) -> str:
-    """An epilog "examples:" from an indented block of command lines."""
-    return "examples:" + textwrap.dedent(text).rstrip() + "\n"
+    """An epilog "examples:" from an indented block of command lines (quoted so that they paste into bash)."""
+    return "examples:\n" + textwrap.indent(textwrap.dedent(text).strip("\n"), "  ") + "\n"
 
 
 def parse_indices(text: str | None) -> list[int] | None:
@@ -87,7 +94,8 @@ class Parents(NamedTuple):
 
 def parents() -> Parents:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--quiet", action="store_true", help="no progress bars")
+    common.add_argument("--quiet", action="store_true",
+                        help="no progress: no bars, no progress lines, no notes on zoo training")
     common.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     data = argparse.ArgumentParser(add_help=False)
     data.add_argument("--data-root", help="folder with the datasets (default: $ROBENCH_DATA or ~/.cache/robench/data)")

@@ -9,12 +9,26 @@ import robench
 from robench import RobenchError
 from robench.cli.common import Parents, examples, progress
 
-LEADERBOARD_EXAMPLES = """
-    robench leaderboard check
+#: examples per action; `robench leaderboard --help` shows them all
+EXAMPLES = {
+    "update": """
     robench leaderboard update mnist
+    robench leaderboard update mnist --model mnist-small-cnn --model mnist-lenet5
+    robench leaderboard update""",
+    "check": """
+    robench leaderboard check
+    robench leaderboard check mnist fashion-mnist""",
+    "verify": """
     robench leaderboard verify mnist mnist-small-cnn --n 100
-    robench leaderboard submit mnist --model mypkg.nets:make_model --weights model.safetensors
-    robench leaderboard show mnist --format latex"""
+    robench leaderboard verify mnist my-net --model-target mypkg.nets:make_model --weights model.safetensors""",
+    "submit": """
+    robench leaderboard submit mnist --model mypkg.nets:make_model --weights model.safetensors --as my-net
+    robench leaderboard submit fashion-mnist --model mypkg.nets:make_model --out entries/my-net.json""",
+    "show": """
+    robench leaderboard show mnist
+    robench leaderboard show mnist --format latex > mnist.tex
+    robench leaderboard show fashion-mnist --format csv""",
+}
 
 
 def cmd_update(args: argparse.Namespace) -> None:
@@ -83,19 +97,22 @@ def cmd_show(args: argparse.Namespace) -> None:
 def add_leaderboard(sub, parents: Parents) -> None:
     common, data, store, weights = parents.common, parents.data, parents.store, parents.weights
     p = sub.add_parser("leaderboard", parents=[common], formatter_class=parents.fmt,
-                       epilog=examples(LEADERBOARD_EXAMPLES),
+                       epilog=examples("".join(EXAMPLES.values())),
                        help="update, check, verify, submit to or show the leaderboards")
     lsub = p.add_subparsers(dest="leaderboard_command", required=True, metavar="ACTION")
-    lb = lsub.add_parser("update", parents=[common, data, store],
+    lb = lsub.add_parser("update", formatter_class=parents.fmt, epilog=examples(EXAMPLES["update"]),
+                         parents=[common, data, store],
                          help="compute missing or stale entries through the results store and re-render")
     lb.add_argument("name", nargs="?", help="leaderboard name or folder (default: all shipped leaderboards)")
     lb.add_argument("--model", action="append", help="only this model of the spec (repeatable)")
     lb.set_defaults(func=cmd_update)
-    lb = lsub.add_parser("check", parents=[common],
+    lb = lsub.add_parser("check", formatter_class=parents.fmt, epilog=examples(EXAMPLES["check"]),
+                         parents=[common],
                          help="fail if a rendered file differs from its entries or an entry from the spec (fast)")
     lb.add_argument("names", nargs="*", metavar="NAME", help="leaderboard names or folders (default: all)")
     lb.set_defaults(func=cmd_check)
-    lb = lsub.add_parser("verify", parents=[common, data, weights],
+    lb = lsub.add_parser("verify", formatter_class=parents.fmt, epilog=examples(EXAMPLES["verify"]),
+                         parents=[common, data, weights],
                          help="recompute a random sample of an entry and compare it with the entry's counts")
     lb.add_argument("name", help="leaderboard name or folder")
     lb.add_argument("model", help="the entry's model name")
@@ -103,7 +120,8 @@ def add_leaderboard(sub, parents: Parents) -> None:
     lb.add_argument("--seed", type=int, help="seed of the sample (default: random, printed)")
     lb.add_argument("--model-target", default="", help="package.module:callable of a submitted entry's model")
     lb.set_defaults(func=cmd_verify)
-    lb = lsub.add_parser("submit", parents=[common, data, store, weights],
+    lb = lsub.add_parser("submit", formatter_class=parents.fmt, epilog=examples(EXAMPLES["submit"]),
+                         parents=[common, data, store, weights],
                          help="evaluate your model under a leaderboard's exact protocol and write an entry file")
     lb.add_argument("name", help="leaderboard name or folder")
     lb.add_argument("--model", required=True, help="package.module:callable returning an nn.Module")
@@ -111,7 +129,9 @@ def add_leaderboard(sub, parents: Parents) -> None:
                     "ASCII letters, digits, '.', '_', '-' (default: the callable)")
     lb.add_argument("--out", help="entry file to write (default NAME.json in the current folder)")
     lb.set_defaults(func=cmd_submit)
-    lb = lsub.add_parser("show", parents=[common], help="print a leaderboard's headline table for papers")
+    lb = lsub.add_parser("show", formatter_class=parents.fmt, epilog=examples(EXAMPLES["show"]),
+                         parents=[common], help="print a leaderboard's headline table for papers")
     lb.add_argument("name", help="leaderboard name or folder")
-    lb.add_argument("--format", choices=["markdown", "csv", "latex", "table"], default="markdown")
+    lb.add_argument("--format", choices=["markdown", "csv", "latex", "table"], default="markdown",
+                    help="markdown (default), csv, latex (a booktabs tabular for pdflatex) or table (120 columns)")
     lb.set_defaults(func=cmd_show)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import time
 
 import robench
 from robench.cli.common import Parents, examples, progress
@@ -15,9 +14,13 @@ LIST_EXAMPLES = """
     robench list certifiers
     robench list defenses
     robench list models"""
-ZOO_EXAMPLES = """
-    robench zoo list
-    robench zoo train mnist-small-cnn --data-root ~/data"""
+ZOO_LIST_EXAMPLES = """
+    robench zoo list"""
+ZOO_TRAIN_EXAMPLES = """
+    robench zoo train mnist-small-cnn
+    robench zoo train mnist-lenet5 mnist-mlp --data-root ~/data
+    robench zoo train mnist-small-cnn --force"""
+ZOO_EXAMPLES = ZOO_LIST_EXAMPLES + ZOO_TRAIN_EXAMPLES
 #: `robench list FAMILY` (robench.describe_plugins)
 FAMILIES = ["threats", "attacks", "corruptions", "certifiers", "defenses", "models", "datasets"]
 
@@ -55,9 +58,7 @@ def cmd_zoo_train(args: argparse.Namespace) -> None:
         if entry.is_cached() and not args.force:
             print(f"{name}: already cached at {entry.cache_path} (use --force to retrain)")
             continue
-        start = time.perf_counter()
-        entry.train(data_root=args.data_root, device=args.device or "cpu", progress=progress(args))
-        print(f"{name}: trained in {time.perf_counter() - start:.0f} s, cached at {entry.cache_path}")
+        entry.train(data_root=args.data_root, device=args.device or "cpu", progress=progress(args))  # says what it wrote
 
 
 def add_list(sub, parents: Parents) -> None:
@@ -74,9 +75,12 @@ def add_zoo(sub, parents: Parents) -> None:
     p = sub.add_parser("zoo", parents=[parents.common], formatter_class=parents.fmt, epilog=examples(ZOO_EXAMPLES),
                        help="list or train zoo models")
     zsub = p.add_subparsers(dest="zoo_command", required=True, metavar="ACTION")
-    z = zsub.add_parser("list", parents=[parents.common], help="zoo entries and whether their weights are cached")
+    z = zsub.add_parser("list", parents=[parents.common], formatter_class=parents.fmt,
+                        epilog=examples(ZOO_LIST_EXAMPLES), help="zoo entries and whether their weights are cached")
     z.set_defaults(func=cmd_zoo_list)
-    z = zsub.add_parser("train", parents=[parents.common, parents.data], help="train zoo entries and cache their weights")
+    z = zsub.add_parser("train", parents=[parents.common, parents.data], formatter_class=parents.fmt,
+                        epilog=examples(ZOO_TRAIN_EXAMPLES),
+                        help="train zoo entries and cache their weights (each says how long it takes, first)")
     z.add_argument("names", nargs="+", metavar="NAME")
     z.add_argument("--force", action="store_true", help="retrain even if cached")
     z.set_defaults(func=cmd_zoo_train)

@@ -8,11 +8,14 @@ from typing import Sequence
 
 import robench
 from robench import RobenchError
-from robench.cli.common import Parents, check_models, examples, load_model, output_path, parse_indices, progress
+from robench.cli.common import (Parents, check_models, examples, load_model, output_path, parse_indices, progress,
+                                table_width)
 
 RUN_EXAMPLES = """
-    robench run --model mnist-small-cnn --threat pgd-linf:eps=0.1|0.2|0.3 --n 1000
+    robench run --model mnist-small-cnn --threat "pgd-linf:eps=0.1|0.2|0.3" --n 1000
+    robench run --model mnist-small-cnn --threat clean --threat "mnist-c:corruptions=fog|zigzag" --details
     robench run --model mnist-small-cnn --threat foolbox:LinfDeepFoolAttack:eps=0.1 --format json
+    robench run --model mnist-small-cnn --threat "pgd-linf:eps=0.1|0.3" --format latex > table.tex
     robench run --model mypkg.nets:make_model --weights model.safetensors --threat fgsm:eps=0.1
     robench run bench.toml --out results/
     robench run bench.toml --executor ray --address HEAD:6379
@@ -38,8 +41,8 @@ def evaluate_grid(models: Sequence[str], threats: Sequence[str], args: argparse.
                                     getattr(args, "workers", None), getattr(args, "gpus_per_task", None))
     store = robench.Store(args.store)
     records = []
-    grid = tqdm(total=len(models) * len(built), desc="grid", unit="threat",
-                disable=not progress(args) or len(models) < 2)  # aggregate over models; evaluate bars each threat
+    grid = tqdm(total=len(models) * len(built), desc="grid", unit="threat",  # over models, on a terminal only:
+                disable=not progress(args) or not sys.stderr.isatty() or len(models) < 2)  # evaluate reports each threat
     for name in models:
         model = load_model(name, args)
         records += robench.evaluate(model, built, dataset=dataset, split=split, n=n, indices=indices,
@@ -68,7 +71,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         n = None if not args.n else n
     out = output_path(args.out, folder=True) if args.out else None
     records = evaluate_grid(models, threats, args, dataset=dataset, split=split, n=n, indices=indices, seed=seed)
-    print(robench.render(records, args.format), end="")
+    print(robench.render(records, args.format, detail=args.details or None, width=table_width()), end="")
     if out:
         for path in robench.write_outputs(records, out):
             print(f"wrote {path}", file=sys.stderr)
@@ -87,7 +90,7 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
     for bench, n in zip(runs, sizes):
         records += evaluate_grid(bench.models, bench.threats, args, dataset=bench.dataset, split=bench.split, n=n,
                                  indices=None, seed=bench.seed)
-    print(robench.render(records, "table"), end="")
+    print(robench.render(records, "table", width=table_width()), end="")
     for path in robench.write_outputs(records, out):
         print(f"wrote {path}")
     print(f"done in {time.perf_counter() - start:.0f} s", file=sys.stderr)
@@ -98,14 +101,19 @@ def add_run(sub, parents: Parents) -> None:
                        formatter_class=parents.fmt, epilog=examples(RUN_EXAMPLES), help="evaluate models under threats")
     p.add_argument("spec", nargs="?", help="benchmark file (TOML: models, threats, dataset, split, n, indices, seed)")
     p.add_argument("--model", action="append", help="zoo name or package.module:callable (repeatable)")
-    p.add_argument("--threat", action="append", help="threat spec, e.g. pgd-linf:eps=0.1|0.3,steps=40 (repeatable)")
+    p.add_argument("--threat", action="append",
+                   help='threat spec, quoted if it has a list, e.g. "pgd-linf:eps=0.1|0.3,steps=40" (repeatable)')
     p.add_argument("--dataset", help="dataset name (robench list datasets; default mnist)")
     p.add_argument("--split", choices=["train", "test"], help="default test")
     p.add_argument("--n", type=int, help="evaluate the first N examples")
     p.add_argument("--indices", help="explicit example indices, e.g. 0,5,9 or 0:100")
     p.add_argument("--seed", type=int)
     p.add_argument("--out", help="folder for records.json, results.md, results.csv and figures")
-    p.add_argument("--format", choices=["table", "json", "csv", "markdown"], default="table")
+    p.add_argument("--format", choices=["table", "json", "csv", "markdown", "latex"], default="table",
+                   help="table (default: fitted to the terminal, 120 columns in a pipe), markdown, csv, latex "
+                        "(a booktabs tabular) or json (the whole Records)")
+    p.add_argument("--details", action="store_true",
+                   help="every column of every threat in the table, not only the headline ones")
     p.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="where shards run: in this process (default) or on Ray (pip install 'robench[ray]')")
     p.add_argument("--address", help="Ray cluster to join, e.g. HEAD:6379 (default: a local Ray instance)")

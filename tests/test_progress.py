@@ -1,0 +1,101 @@
+"""Never silent for minutes: progress as a bar on a terminal, as lines elsewhere, a note before and after
+zoo training; and a model's name as Records and bars show it."""
+import io
+
+from torch import nn
+
+from robench import progress
+from robench.naming import model_name, name_model
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_lines_print_at_most_one_line_per_interval_and_a_last_one(monkeypatch):
+    clock = iter([0.0, 5.0, 16.0, 20.0, 31.0, 40.0])  # start, then one reading per update, then close
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    out = io.StringIO()
+    bar = progress.bar(total=400, desc="net | pgd-linf", unit="ex", stream=out, interval=15)
+    assert isinstance(bar, progress.Lines)
+    for _ in range(4):
+        bar.update(100)
+    bar.close()
+    lines = out.getvalue().splitlines()
+    assert lines == ["net | pgd-linf: 200/400 ex (50%) after 16 s, about 16 s left",
+                     "net | pgd-linf: 400/400 ex (100%) after 31 s",
+                     "net | pgd-linf: 400/400 ex (100%) in 40 s"]
+
+
+def test_a_short_job_prints_nothing_and_silenced_progress_never_prints():
+    out = io.StringIO()
+    with progress.bar(total=3, desc="quick", stream=out) as bar:
+        bar.update(3)
+    silent = progress.bar(range(3), desc="silenced", enabled=False, stream=out)
+    assert list(silent) == [0, 1, 2] and out.getvalue() == ""
+    progress.note("not shown", enabled=False, stream=out)
+    assert out.getvalue() == ""
+
+
+def test_a_terminal_or_a_notebook_gets_a_live_bar(monkeypatch):
+    from tqdm.auto import tqdm
+
+    terminal = Terminal()
+    assert progress.interactive(terminal) and not progress.interactive(io.StringIO())
+    live = progress.bar(total=10, desc="net | clean", stream=terminal)
+    assert isinstance(live, tqdm) and not live.disable
+    live.close()
+
+    class Kernel:
+        kernel = object()
+
+    class IPython:
+        @staticmethod
+        def get_ipython():
+            return Kernel()
+
+    monkeypatch.setitem(__import__("sys").modules, "IPython", IPython)
+    assert progress.interactive(io.StringIO())  # a Jupyter kernel draws tqdm.auto's widget
+
+
+def test_durations_read_as_people_say_them():
+    assert [progress.duration(s) for s in (42, 210, 7200)] == ["42 s", "3.5 min", "2.0 h"]
+
+
+def test_a_model_is_named_after_what_it_was_loaded_as_not_its_class(embedded_model):
+    from robench import zoo
+    from robench.identity import code_digest
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    assert model_name(net) == "Sequential"
+    before = code_digest(net)
+    assert name_model(net, "mypkg.nets:make") is net and model_name(net) == "mypkg.nets:make"
+    assert code_digest(net) == before  # the name never enters the model's identity
+    assert model_name(zoo.get("mnist5k-small-cnn").load(progress=False)) == "mnist5k-small-cnn"
+
+
+def test_zoo_training_says_what_and_how_long_before_and_what_it_wrote_after(capsys, tmp_path, monkeypatch):
+    from robench import zoo
+    from robench.training import Recipe
+
+    monkeypatch.setenv("ROBENCH_CACHE", str(tmp_path))
+    assert zoo.get("mnist-gaussian-0.25").expected_time() == "about 3.6 min on a 2-core CPU"
+    assert zoo.get("mnist-pgd-at").expected_time() == "about 71.7 min on a 2-core CPU, 2 torch threads"
+    entry = zoo.ModelEntry("tiny-mlp", "mnist-5k", "mlp", Recipe(epochs=1))
+    model = entry.load(progress=True)
+    err = capsys.readouterr().err
+    before = "robench: training zoo model tiny-mlp (1 epochs of mlp on mnist-5k; no time measured yet; cached afterwards)"
+    after = "robench: trained tiny-mlp in "
+    assert before in err and after in err and err.index(before) < err.index(after)
+    assert f"wrote {entry.cache_path} and {entry.cache_path.with_suffix('.json').name}" in err
+    assert entry.cache_path.is_file() and model_name(model) == "tiny-mlp"
+    entry.train(progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_every_timed_entry_is_in_the_zoo():
+    import robench
+    from robench.zoo import TRAINING_MINUTES
+
+    assert set(TRAINING_MINUTES) <= set(robench.list_models()) and min(TRAINING_MINUTES.values()) > 0
