@@ -333,3 +333,34 @@ def test_every_inline_robench_command_names_a_subcommand():
         elif words[0] == "list" and len(words) > 1 and _parse(words[:3]):
             bad.append(f"README.md:{line}: `{span}`: {_parse(words[:3])}")
     assert not bad, "\n".join(bad)
+
+
+# ------------------------------------------------------------------------------ a new user's first steps
+
+def test_the_newcomer_commands_come_first():
+    lang, code, _ = blocks(README.read_text())[0]
+    commands = [line.split("#")[0].strip() for line in code.splitlines()]
+    assert lang == "bash" and commands == ["pip install -e '.[dev]'", "robench quickstart", "pytest"]
+
+
+def test_the_install_lines_name_extras_that_exist():
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(README.parent / "setup.cfg")
+    extras = set(config["options.extras_require"])
+    install = [c for lang, code, _ in blocks(README.read_text()) if lang == "bash"
+               for c in shell_lines(code) if c.startswith("pip install")]
+    named = {e for c in install for e in re.findall(r"\.\[([\w,-]+)\]", c) for e in e.split(",")}
+    assert {"dev", "ray", "perf"} <= named <= extras, (named, extras)
+    assert any("download.pytorch.org/whl/cpu" in c and "torch" in c for c in install)  # the CPU build of torch
+
+
+def test_the_zoo_tables_times_are_the_ones_training_announces():
+    from robench.zoo import TRAINING_MINUTES
+
+    rows = re.findall(r"^\| `([\w.-]+)` \|.*\| ([\d.]+) min[^|]*\|$", README.read_text(), re.M)
+    assert len(rows) >= 10
+    wrong = {name: (float(minutes), TRAINING_MINUTES.get(name)) for name, minutes in rows
+             if TRAINING_MINUTES.get(name) != float(minutes)}
+    assert not wrong, f"README zoo table vs robench.zoo.TRAINING_MINUTES: {wrong}"
