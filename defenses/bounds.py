@@ -172,9 +172,8 @@ class ReluOp:
     def backward(self, a: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(A', c): A relu(v) >= A' v + c for v in [lo, hi], for coefficients `a` (B, S, *shape)."""
         upper_slope, intercept, lower_slope = relu_lines(lo, hi)
-        pos, neg = a.clamp(min=0), a.clamp(max=0)
-        out = pos * lower_slope.unsqueeze(1) + neg * upper_slope.unsqueeze(1)
-        return out, (neg * intercept.unsqueeze(1)).flatten(2).sum(-1)
+        out = a * torch.where(a >= 0, lower_slope.unsqueeze(1), upper_slope.unsqueeze(1))
+        return out, _dot(a.clamp(max=0), intercept)
 
 
 def relu_lines(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -201,23 +200,29 @@ class MaxPoolOp:
 
     def backward(self, a, lo, hi):
         b, c = lo.shape[:2]
-        windows = lambda t: F.unfold(t, self.kernel, stride=self.stride).view(b, c, math.prod(self.kernel), -1)
+        kk, (h, w) = math.prod(self.kernel), self.in_shape[1:]
+        windows = lambda t: F.unfold(t, self.kernel, stride=self.stride).view(b, c, kk, -1)
         low, high = windows(lo), windows(hi)
         best = low.argmax(2, keepdim=True)  # (B, C, 1, L)
-        chosen = F.one_hot(best.squeeze(2), low.shape[2]).permute(0, 1, 3, 2).to(a.dtype)  # (B, C, kk, L)
-        others = high.masked_fill(chosen.bool(), -math.inf).amax(2)
-        exact = low.gather(2, best).squeeze(2) >= others
-        top = high.amax(2)
+        others = high.scatter(2, best, -math.inf).amax(2)
+        exact = low.gather(2, best).squeeze(2) >= others  # (B, C, L)
+        positions = F.unfold(torch.arange(h * w, dtype=lo.dtype, device=lo.device).view(1, 1, h, w), self.kernel,
+                             stride=self.stride).view(kk, -1)
+        where = positions.gather(0, best.flatten(0, 2)).view(b, c, -1).long()  # input position of v* per window
         coef = a.flatten(3)  # (B, S, C, L)
-        pos, neg = coef.clamp(min=0), coef.clamp(max=0)
-        on_best = pos + torch.where(exact.unsqueeze(1), neg, torch.zeros_like(neg))
-        const = (torch.where(exact.unsqueeze(1), torch.zeros_like(neg), neg) * top.unsqueeze(1)).flatten(2).sum(-1)
-        spread = (on_best.unsqueeze(3) * chosen.unsqueeze(1)).flatten(0, 1).flatten(1, 2)
-        out = F.fold(spread, self.in_shape[1:], self.kernel, stride=self.stride)
+        on_best = torch.where(exact.unsqueeze(1) | (coef >= 0), coef, 0)
+        const = _dot(coef.clamp(max=0), torch.where(exact, 0, high.amax(2)))
+        out = torch.zeros(*a.shape[:3], h * w, dtype=a.dtype, device=a.device)
+        out.scatter_add_(3, where.unsqueeze(1).expand_as(coef), on_best)
         return out.view(*a.shape[:2], *self.in_shape), const
 
 
 Op = Affine | ReluOp | MaxPoolOp
+
+
+def _dot(a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """sum over the unit axes of A * v, for coefficients (B, S, *shape) and a value per unit (B, *shape)."""
+    return torch.bmm(a.flatten(2), v.flatten(1).unsqueeze(2)).squeeze(2)
 
 
 def _layers(model: nn.Module) -> list[nn.Module]:
@@ -339,8 +344,7 @@ class BoundedNet:
                 a, const = op.backward(a, *boxes[i])
                 total = total + const
         lo, hi = boxes[stop]
-        centre, radius = ((hi + lo) / 2).unsqueeze(1), ((hi - lo) / 2).unsqueeze(1)
-        return total + (a * centre).flatten(2).sum(-1) - (a.abs() * radius).flatten(2).sum(-1)
+        return total + _dot(a, (hi + lo) / 2) - _dot(a.abs(), (hi - lo) / 2)
 
     def crown_refine(self, i: int, boxes: list[Box]) -> Box:
         """The box of v_i tightened by CROWN for the units whose IBP box is unstable (l < 0 < u), rows of
