@@ -52,6 +52,25 @@ def mlp(channels: int, size: int, classes: int, norm: Normalize) -> nn.Module:
                          nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, classes))
 
 
+def gowal_small(channels: int, size: int, classes: int, norm: Normalize) -> nn.Module:
+    """The small CNN of Gowal et al. (2018) for certified training: conv 16 4x4 stride 2, conv 32 4x4, fc 100;
+    no pooling (bound propagation through strided convolutions stays tight)."""
+    side = (size - 4) // 2 + 1 - 3
+    return nn.Sequential(
+        norm, nn.Conv2d(channels, 16, 4, stride=2), nn.ReLU(), nn.Conv2d(16, 32, 4), nn.ReLU(), nn.Flatten(),
+        nn.Linear(32 * side * side, 100), nn.ReLU(), nn.Linear(100, classes))
+
+
+def gowal_medium(channels: int, size: int, classes: int, norm: Normalize) -> nn.Module:
+    """The medium CNN of Gowal et al. (2018): conv 32 3x3, conv 32 4x4 stride 2, conv 64 3x3, conv 64 4x4
+    stride 2, fc 512, fc 512 (padding 1: 28x28 -> 14x14 -> 7x7)."""
+    return nn.Sequential(
+        norm, nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 4, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 4, stride=2, padding=1), nn.ReLU(),
+        nn.Flatten(), nn.Linear(64 * (size // 4) ** 2, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
+        nn.Linear(512, classes))
+
+
 class _Block(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int):
         super().__init__()
@@ -80,6 +99,7 @@ def resnet20(channels: int, size: int, classes: int, norm: Normalize) -> nn.Modu
 
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "small-cnn": small_cnn, "madry-cnn": madry_cnn, "lenet5": lenet5, "mlp": mlp, "resnet20": resnet20,
+    "gowal-small": gowal_small, "gowal-medium": gowal_medium,
 }
 
 
