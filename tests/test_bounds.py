@@ -347,6 +347,19 @@ def test_threat_outputs_metrics_and_report():
     assert report.curves[0].figure == "verified_curve" and report.curves[0].points[0][0] == 0.0
 
 
+def test_evaluate_records_verified_accuracy_per_eps(tmp_path):
+    """Through robench.evaluate (parts per eps, shards, the store): verified accuracy per eps over the slice."""
+    import robench
+    from robench import nets
+
+    torch.manual_seed(0)
+    model = nets.create("gowal-small", channels=1, size=28, classes=10, mean=(0.1307,), std=(0.3081,))
+    record, = robench.evaluate(model, "ibp:eps=0|0.01", dataset="mnist-5k", n=12, store=tmp_path / "s.sqlite")
+    verified = record.metrics["verified_accuracy"]
+    assert list(verified) == ["0.0", "0.01"] and verified["0.01"]["n"] == 12
+    assert verified["0.0"]["correct"] == record.metrics["clean_accuracy"]["correct"]  # eps 0: the bounds are exact
+
+
 def test_low_precision_is_refused_with_the_reason():
     with pytest.raises(RobenchError, match="low precision is not a certificate"):
         build_threat("ibp:eps=0.1,precision=bf16")
