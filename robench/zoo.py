@@ -324,5 +324,13 @@ for _entry in (
     ModelEntry("mnist-small-cnn-pwc", "mnist", "small-cnn",
                Recipe("piecewise-clustering", {"lam": 1e-3}, epochs=3),
                "small CNN, piece-wise clustering regulariser against bit flips (lambda 1e-3)"),
+    ModelEntry("mnist-ibp-0.1", "mnist", "gowal-small",
+               Recipe("ibp", {"eps": 0.2, "warmup": 2, "ramp": 13, "kappa": 0.5}, epochs=40),
+               "Gowal et al.'s small CNN, IBP training at Linf eps 0.2 for 0.1: 2 natural epochs, then eps 0 -> 0.2 "
+               "and kappa 1 -> 0.5 over 13 epochs, 40 epochs"),
+    ModelEntry("mnist-crown-ibp-0.3", "mnist", "gowal-small",
+               Recipe("crown-ibp", {"eps": 0.4, "warmup": 2, "ramp": 20}, epochs=60),
+               "Gowal et al.'s small CNN, CROWN-IBP training at Linf eps 0.4 for 0.3: 2 natural epochs, then eps "
+               "0 -> 0.4, kappa 1 -> 0 and beta 1 -> 0 over 20 epochs, 60 epochs"),
 ):
     register(_entry)
