@@ -47,7 +47,8 @@ def duration(seconds: float) -> str:
 
 class Lines:
     """Progress as plain lines, at most one per `interval` seconds, for output that is not a terminal:
-    ``desc: 120/500 ex (24%) after 30 s, about 95 s left``; once it has printed, a last line when closed."""
+    ``desc: 120/500 ex (24%) after 30 s, about 95 s left``; once it has printed, a last line when closed
+    (unless the last one already said it all)."""
 
     def __init__(self, iterable: Iterable | None = None, *, total: float | None = None, desc: str = "",
                  unit: str = "it", initial: float = 0, stream: IO | None = None, interval: float = INTERVAL):
@@ -57,11 +58,11 @@ class Lines:
         self.stream = stream
         self.postfix = ""
         self.start = self.last = time.monotonic()
-        self.printed = False
+        self.shown: float | None = None  # the count the last line printed, None before the first
 
     def _print(self, text: str) -> None:
         print(f"{self.desc}: {text}" if self.desc else text, file=self.stream or sys.stderr, flush=True)
-        self.printed = True
+        self.shown = self.n
 
     def _done(self) -> str:
         if not self.total:
@@ -84,9 +85,9 @@ class Lines:
         self.postfix = " (" + ", ".join(f"{k} {v}" for k, v in values.items()) + ")" if values else ""
 
     def close(self) -> None:
-        if self.printed:
+        if self.shown is not None and self.shown != self.n:
             self._print(f"{self._done()} in {duration(time.monotonic() - self.start)}{self.postfix}")
-            self.printed = False
+        self.shown = None
 
     def __iter__(self):
         for item in self.iterable:

@@ -14,18 +14,23 @@ class Terminal(io.StringIO):
 
 
 def test_lines_print_at_most_one_line_per_interval_and_a_last_one(monkeypatch):
-    clock = iter([0.0, 5.0, 16.0, 20.0, 31.0, 40.0])  # start, then one reading per update, then close
+    clock = iter([0.0, 5.0, 16.0, 20.0, 31.0, 35.0, 40.0])  # start, then one reading per update, then close
     monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
     out = io.StringIO()
-    bar = progress.bar(total=400, desc="net | pgd-linf", unit="ex", stream=out, interval=15)
+    bar = progress.bar(total=500, desc="net | pgd-linf", unit="ex", stream=out, interval=15)
     assert isinstance(bar, progress.Lines)
-    for _ in range(4):
+    for _ in range(5):
         bar.update(100)
     bar.close()
     lines = out.getvalue().splitlines()
-    assert lines == ["net | pgd-linf: 200/400 ex (50%) after 16 s, about 16 s left",
-                     "net | pgd-linf: 400/400 ex (100%) after 31 s",
-                     "net | pgd-linf: 400/400 ex (100%) in 40 s"]
+    assert lines == ["net | pgd-linf: 200/500 ex (40%) after 16 s, about 24 s left",
+                     "net | pgd-linf: 400/500 ex (80%) after 31 s, about 8 s left",
+                     "net | pgd-linf: 500/500 ex (100%) in 40 s"]
+    monkeypatch.undo()
+    again = progress.Lines(total=1, desc="done", stream=out, interval=0)
+    again.update()
+    again.close()  # its last line said it all already
+    assert out.getvalue().splitlines()[3:] == ["done: 1/1 it (100%) after 0 s"]
 
 
 def test_a_short_job_prints_nothing_and_silenced_progress_never_prints():
