@@ -9,7 +9,9 @@ bar that is being drawn."""
 from __future__ import annotations
 
 import sys
+import threading
 import time
+import weakref
 from typing import IO, Any, Iterable
 
 #: seconds between two progress lines when output is not a terminal
@@ -47,11 +49,13 @@ def duration(seconds: float) -> str:
 
 class Lines:
     """Progress as plain lines, at most one per `interval` seconds, for output that is not a terminal:
-    ``desc: 120/500 ex (24%) after 30 s, about 95 s left``; once it has printed, a last line when closed
-    (unless the last one already said it all)."""
+    ``desc: 120/500 ex (24%) after 30 s, about 95 s left``. While nothing moves (one long shard), a
+    heartbeat thread still prints a line per `interval`, until closed or dropped. Once it has printed, a
+    last line when closed (unless the last one already said it all)."""
 
     def __init__(self, iterable: Iterable | None = None, *, total: float | None = None, desc: str = "",
-                 unit: str = "it", initial: float = 0, stream: IO | None = None, interval: float = INTERVAL):
+                 unit: str = "it", initial: float = 0, stream: IO | None = None, interval: float = INTERVAL,
+                 heartbeat: bool = True):
         self.iterable, self.desc, self.unit, self.interval = iterable, desc, unit, interval
         self.total = len(iterable) if total is None and hasattr(iterable, "__len__") else total
         self.n = self.start_n = initial
@@ -59,6 +63,11 @@ class Lines:
         self.postfix = ""
         self.start = self.last = time.monotonic()
         self.shown: float | None = None  # the count the last line printed, None before the first
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        if heartbeat and interval > 0:
+            threading.Thread(target=_heartbeat, args=(weakref.ref(self), self._stop, interval), daemon=True,
+                             name="robench-progress").start()
 
     def _print(self, text: str) -> None:
         print(f"{self.desc}: {text}" if self.desc else text, file=self.stream or sys.stderr, flush=True)
@@ -69,25 +78,31 @@ class Lines:
             return f"{self.n:g} {self.unit}"
         return f"{self.n:g}/{self.total:g} {self.unit} ({100 * self.n / self.total:.0f}%)"
 
+    def _report(self, now: float) -> None:
+        """A line, if the last one is `interval` old."""
+        with self._lock:
+            if now - self.last < self.interval or self._stop.is_set():
+                return
+            self.last = now
+            elapsed = now - self.start
+            rate = (self.n - self.start_n) / elapsed if elapsed > 0 else 0.0
+            ahead = self.total - self.n if self.total else 0
+            left = f", about {duration(ahead / rate)} left" if ahead > 0 and rate > 0 else ""
+            self._print(f"{self._done()} after {duration(elapsed)}{left}{self.postfix}")
+
     def update(self, n: float = 1) -> None:
         self.n += n
-        now = time.monotonic()
-        if now - self.last < self.interval:
-            return
-        self.last = now
-        elapsed = now - self.start
-        rate = (self.n - self.start_n) / elapsed if elapsed > 0 else 0.0
-        ahead = self.total - self.n if self.total else 0
-        left = f", about {duration(ahead / rate)} left" if ahead > 0 and rate > 0 else ""
-        self._print(f"{self._done()} after {duration(elapsed)}{left}{self.postfix}")
+        self._report(time.monotonic())
 
     def set_postfix(self, **values: Any) -> None:
         self.postfix = " (" + ", ".join(f"{k} {v}" for k, v in values.items()) + ")" if values else ""
 
     def close(self) -> None:
-        if self.shown is not None and self.shown != self.n:
-            self._print(f"{self._done()} in {duration(time.monotonic() - self.start)}{self.postfix}")
-        self.shown = None
+        with self._lock:
+            self._stop.set()
+            if self.shown is not None and self.shown != self.n:
+                self._print(f"{self._done()} in {duration(time.monotonic() - self.start)}{self.postfix}")
+            self.shown = None
 
     def __iter__(self):
         for item in self.iterable:
@@ -100,6 +115,16 @@ class Lines:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _heartbeat(lines: "weakref.ref[Lines]", stop: threading.Event, interval: float) -> None:
+    """Every `interval` seconds, a line from the Lines printer, until it is closed or garbage."""
+    while not stop.wait(interval):
+        printer = lines()
+        if printer is None:
+            return
+        printer._report(time.monotonic())
+        del printer
 
 
 def note(message: str, *, enabled: bool = True, stream: IO | None = None) -> None:

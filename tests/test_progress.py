@@ -33,6 +33,29 @@ def test_lines_print_at_most_one_line_per_interval_and_a_last_one(monkeypatch):
     assert out.getvalue().splitlines()[3:] == ["done: 1/1 it (100%) after 0 s"]
 
 
+def test_a_long_silent_step_still_prints_a_line_per_interval_until_closed_or_dropped():
+    import gc
+    import time
+
+    out = io.StringIO()
+    bar = progress.bar(total=10, desc="net | pgd-linf", stream=out, interval=0.05)
+    time.sleep(0.5)  # a shard that takes long: no update at all
+    beats = out.getvalue().splitlines()
+    assert len(beats) >= 2 and all(line.startswith("net | pgd-linf: 0/10 it (0%) after ") for line in beats)
+    bar.close()
+    closed = out.getvalue()
+    time.sleep(0.2)
+    assert out.getvalue() == closed  # closed: no more lines
+    dropped = progress.bar(total=10, desc="dropped", stream=out, interval=0.05)
+    time.sleep(0.2)
+    del dropped  # never closed (an exception went past it): it stops once it is garbage
+    gc.collect()
+    time.sleep(0.1)
+    before = out.getvalue()
+    time.sleep(0.3)
+    assert out.getvalue() == before and "dropped: 0/10" in before
+
+
 def test_a_short_job_prints_nothing_and_silenced_progress_never_prints():
     out = io.StringIO()
     with progress.bar(total=3, desc="quick", stream=out) as bar:
