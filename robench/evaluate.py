@@ -141,6 +141,8 @@ class ShardTask:
     part: str = ""
     #: the examples' indices in the dataset split (the threat's ``context.indices`` for this shard)
     indices: np.ndarray | None = None
+    #: the outputs of the part this one continues (its `after`) on the same shard; None for independent parts
+    previous: Outputs | None = None
 
 
 def compute_shard(shared: tuple[nn.Module, dict[str, Threat], str], task: ShardTask) -> Outputs:
@@ -150,6 +152,8 @@ def compute_shard(shared: tuple[nn.Module, dict[str, Threat], str], task: ShardT
     dev = torch.device(device)
     generator = torch.Generator(device=dev).manual_seed(task.seed)
     part = parts[task.part] if task.indices is None else parts[task.part].at(task.indices)
+    if task.previous is not None:
+        part = part.following(task.previous)
     outputs = part.evaluate_shard(model.to(dev).eval(), task.x.to(dev), task.y.to(dev), generator)
     return {k: np.asarray(v) for k, v in outputs.items()}
 
@@ -211,9 +215,10 @@ def _evaluate_threat(model, model_name, identity: dict[str, str], threat: Threat
     cached = store.get_record(record_key)
     if cached is not None and not with_outputs:
         return _named(Record.from_dict(cached), model_name)
-    shards: list[list[str]] = []  # per shard, the store keys of its parts
+    depth = _stage_depths(parts)
+    shards: list[dict[str, str]] = []  # per shard, the store key of each part
     done: dict[str, Outputs] = {}
-    pending = []
+    waves: dict[int, list[ShardTask]] = {}  # the pending tasks by stage depth: a wave runs after the one before
     for start in range(0, len(data), size):
         stop = min(start + size, len(data))
         piece = data.part(start, stop)
@@ -221,29 +226,39 @@ def _evaluate_threat(model, model_name, identity: dict[str, str], threat: Threat
         # the random stream depends on the seed, the threat and the examples, not on the model: every
         # model meets the same noise and random starts (paired comparisons)
         shard_seed = int(_digest(seed, threat.canonical, data.dataset, data.split, _indices_text(piece.indices))[:15], 16)
-        keys = []
+        keys = {}
         for name in parts:
             key = shard_key if name == "" else _digest(shard_key, name)
             outputs = store.get_shard(key)
             if outputs is None:
-                pending.append(ShardTask(start, stop, key, shard_seed, piece.x, piece.y, name, piece.indices))
+                waves.setdefault(depth[name], []).append(
+                    ShardTask(start, stop, key, shard_seed, piece.x, piece.y, name, piece.indices))
             else:
                 done[key] = outputs
-            keys.append(key)
+            keys[name] = key
         shards.append(keys)
     started = dt.datetime.now(dt.timezone.utc)
     clock = time.perf_counter()
-    total = len(data) * len(parts)
-    bar = tqdm(total=total, initial=total - sum(t.stop - t.start for t in pending),
-               desc=f"{model_name} | {threat.spec.name}", unit="ex", disable=not progress, leave=False)
-    for task, outputs in executor.run(compute_shard, (model, parts, str(dev)), pending):
-        store.put_shard(task.key, threat.canonical, model_name, outputs)
-        done[task.key] = outputs
-        bar.update(task.stop - task.start)
-    bar.close()
-    per_shard = [{k: v for key in keys for k, v in done[key].items()} for keys in shards]
-    merged = per_shard[0] if len(per_shard) == 1 else {k: np.concatenate([p[k] for p in per_shard])
-                                                        for k in per_shard[0]}
+    for level in sorted(waves):
+        pending = waves[level]
+        names = [name for name in parts if depth[name] == level]
+        for task in pending:
+            after = parts[task.part].after
+            if after is not None:
+                task.previous = done[shards[task.start // size][after]]
+        total = len(data) * len(names)
+        # a chain of stages names the stage in its bar (one bar per stage: "... | autoattack | apgd-t")
+        stage = f" | {', '.join(dict.fromkeys(n.rsplit('/', 1)[-1] for n in names))}" if max(depth.values()) else ""
+        bar = tqdm(total=total, initial=total - sum(t.stop - t.start for t in pending),
+                   desc=f"{model_name} | {threat.spec.name}{stage}", unit="ex", disable=not progress, leave=False)
+        for task, outputs in executor.run(compute_shard, (model, parts, str(dev)), pending):
+            store.put_shard(task.key, threat.canonical, model_name, outputs)
+            done[task.key] = outputs
+            bar.update(task.stop - task.start)
+        bar.close()
+    per_shard = [{k: v for key in keys.values() for k, v in done[key].items()} for keys in shards]
+    merged = threat.combine(per_shard[0] if len(per_shard) == 1 else
+                            {k: np.concatenate([p[k] for p in per_shard]) for k in per_shard[0]})
     if cached is not None:
         record = _named(Record.from_dict(cached), model_name)
         record.outputs = merged
@@ -258,6 +273,19 @@ def _evaluate_threat(model, model_name, identity: dict[str, str], threat: Threat
                     threat.summarize(merged), provenance, merged if with_outputs else None)
     store.put_record(record_key, record.to_dict())
     return record
+
+
+def _stage_depths(parts: dict[str, Threat]) -> dict[str, int]:
+    """Part name -> its stage: 0 for independent parts, one more than its `after` part's for a continuation."""
+    depth: dict[str, int] = {}
+    for name, part in parts.items():
+        if part.after is None:
+            depth[name] = 0
+        elif part.after in depth:
+            depth[name] = depth[part.after] + 1
+        else:
+            raise ValueError(f"part {name!r} continues {part.after!r}, which is not an earlier part")
+    return depth
 
 
 def _named(record: Record, model_name: str) -> Record:

@@ -24,6 +24,7 @@ from robench.registry import DEFENSES, THREAT_FAMILIES, is_threat, threat_famili
 from robench.spec import ThreatSpec, Value, conform
 
 if typing.TYPE_CHECKING:
+    from robench.flags import Flag
     from robench.report import Report
 
 #: the default of a constructor parameter that has none (the value must be given in the spec)
@@ -90,6 +91,12 @@ class Threat(ABC):
     #: shard size, so that a task takes about the same time whatever the threat: see robench.evaluate)
     cost: float = 1.0
 
+    #: for a part that continues another (one stage of a chain, e.g. one attack of an ensemble): the name
+    #: of the part whose outputs on the same shard it receives as `previous` (see `following`)
+    after: str | None = None
+    #: the outputs of the `after` part on this shard (set by `following`; None for independent parts)
+    previous: Outputs | None = None
+
     spec: ThreatSpec  # canonical spec, set by build_threat
     #: the dataset, data root and examples being evaluated (set by `bind`); None where a threat is
     #: evaluated outside robench.evaluate (direct calls to evaluate_shard)
@@ -109,6 +116,12 @@ class Threat(ABC):
         shard = copy.copy(self)
         shard.context = self.context.at(indices)
         return shard
+
+    def following(self, previous: Outputs) -> "Threat":
+        """This part given the outputs `previous` of its `after` part on the same shard: a shallow copy."""
+        stage = copy.copy(self)
+        stage.previous = previous
+        return stage
 
     @abstractmethod
     def evaluate_shard(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -132,8 +145,21 @@ class Threat(ABC):
         """Independent pieces of this threat, by name, each evaluated as its own task on every shard
         with the shard's generator; a shard's outputs are the union of its parts' outputs. A threat
         made of separable pieces (a suite of corruptions) splits so that they run in parallel and
-        resume one by one; the default is the threat itself, whole."""
+        resume one by one; the default is the threat itself, whole. A part may continue another (its
+        `after` names an earlier part): it then runs once that part has finished on the shard, with
+        its outputs, so a chain of stages (the attacks of an ensemble, each on the examples the earlier
+        ones failed on) resumes stage by stage."""
         return {"": self}
+
+    def compare(self, metrics: dict[str, Any], others: list[tuple["Threat", dict[str, Any]]]) -> list["Flag"]:
+        """Flags (robench.flags) that comparing this threat's `metrics` with the metrics of `others` (the
+        other threats evaluated on the same model, data and seed) shows; the default finds none."""
+        return []
+
+    def combine(self, outputs: Outputs) -> Outputs:
+        """The threat's per-example outputs from the union of its parts' (what `summarize` reads and
+        Records carry); the default is the union itself. A chain of stages derives its totals here."""
+        return outputs
 
     @property
     def canonical(self) -> str:

@@ -50,7 +50,7 @@ def test_run_formats_and_outputs(capsys, tmp_path, embedded_model):
                                                               "robustness_curve.png"}
     code, out, _ = run(capsys, "run", "--model", "mnist5k-small-cnn", "--threat", "pgd-linf:eps=0.1|0.2,steps=5",
                        *BASE, *store)
-    assert out.splitlines()[0].split() == ["model", "clean", "pgd-linf", "0.1", "pgd-linf", "0.2"]
+    assert out.splitlines()[0].split() == ["model", "clean", "pgd-linf", "0.1", "pgd-linf", "0.2", "flags"]
 
 
 def test_benchmark_file(capsys, tmp_path, embedded_model):

@@ -40,12 +40,13 @@ def test_repeated_task_is_served_from_the_store(embedded_model, tmp_path, monkey
     original = type(threat).evaluate_shard
     monkeypatch.setattr(type(threat), "evaluate_shard", lambda self, *a: calls.append(1) or original(self, *a))
     first = robench.evaluate(embedded_model, threat, dataset="mnist-5k", n=120, store=store, shard_size=50)
-    assert len(calls) == 3 and store.count("shards") == 3 and store.count("records") == 1
+    # each shard is two tasks: the attack and its sanity checks (robench.attacks.checks)
+    assert len(calls) == 3 and store.count("shards") == 2 * 3 and store.count("records") == 1
     again = robench.evaluate(embedded_model, threat, dataset="mnist-5k", n=120, store=store, shard_size=50)
     assert len(calls) == 3 and again[0].to_dict() == first[0].to_dict()
     # a longer slice reuses the finished shards (same indices, same seeds) and computes only the rest
     longer = robench.evaluate(embedded_model, threat, dataset="mnist-5k", n=200, store=store, shard_size=50)
-    assert len(calls) == 5 and longer[0].n == 200 and store.count("shards") == 5
+    assert len(calls) == 5 and longer[0].n == 200 and store.count("shards") == 2 * 5
     # another model is another task
     other = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
     robench.evaluate(other, threat, dataset="mnist-5k", n=120, store=store, shard_size=50)
@@ -89,18 +90,20 @@ def test_models_with_wrong_outputs_get_clear_errors(model, message, tmp_path):
 
 RESUME_SCRIPT = textwrap.dedent("""
     import sys, torch, robench
+    import robench.evaluate
     from robench import zoo
     from robench.store import Store
+    loop = sys.modules["robench.evaluate"]
     model = zoo.get("mnist5k-small-cnn").load(progress=False)
     threat = robench.build_threat("pgd-linf:eps=0.1,steps=20")
-    evaluate_shard, put_shard = type(threat).evaluate_shard, Store.put_shard
-    def computed(self, *args):
+    compute_shard, put_shard = loop.compute_shard, Store.put_shard
+    def computed(*args):
         print("computed", flush=True)
-        return evaluate_shard(self, *args)
+        return compute_shard(*args)
     def stored(self, *args):
         put_shard(self, *args)
         print("stored", flush=True)
-    type(threat).evaluate_shard, Store.put_shard = computed, stored
+    loop.compute_shard, Store.put_shard = computed, stored
     r = robench.evaluate(model, threat, dataset="mnist-5k", n=400, store=sys.argv[1], shard_size=50)
     print("done", r[0].metrics["robust_accuracy"]["0.1"]["correct"], flush=True)
 """)
@@ -121,14 +124,14 @@ def test_killed_run_resumes_without_recomputing_or_duplicating(embedded_model, t
     proc.wait()
     time.sleep(0.1)
     done_before = Store(store_path).count("shards")
-    assert 3 <= done_before < 8
+    assert 3 <= done_before < 16  # 8 shards, each the attack and its checks
     result = subprocess.run([sys.executable, str(script), str(store_path)], capture_output=True, text=True,
                             env=env, timeout=600)
     assert result.returncode == 0, result.stderr
     recomputed = result.stdout.count("computed")
-    assert recomputed == 8 - done_before
+    assert recomputed == 16 - done_before
     store = Store(store_path)
-    assert store.count("shards") == 8 and store.count("records") == 1
+    assert store.count("shards") == 16 and store.count("records") == 1
     # and the result equals an uninterrupted run
     fresh = robench.evaluate(embedded_model, "pgd-linf:eps=0.1,steps=20", dataset="mnist-5k", n=400,
                              store=tmp_path / "fresh.sqlite", shard_size=50)[0]
@@ -167,21 +170,12 @@ def test_each_eps_is_its_own_part_and_a_kill_loses_only_the_part_in_flight(embed
     store = Store(tmp_path / "s.sqlite")
     with pytest.raises(_Interrupted):
         robench.evaluate(embedded_model, spec, store=store, executor=_StopAfter(5), **kw)
-    assert store.count("shards") == 5 and store.count("records") == 0  # 2 shards x 4 eps = 8 parts
+    assert store.count("shards") == 5 and store.count("records") == 0  # 2 shards x (4 eps + checks) = 10 parts
     counting = _StopAfter(100)
     resumed = robench.evaluate(embedded_model, spec, store=store, executor=counting, **kw)[0]
-    assert 100 - counting.left == 3
+    assert 100 - counting.left == 5
     fresh = robench.evaluate(embedded_model, spec, store=tmp_path / "fresh.sqlite", **kw)[0]
     assert resumed.metrics == fresh.metrics
-
-
-def test_an_eps_gives_the_same_result_whatever_else_is_in_the_list(embedded_model, tmp_path):
-    kw = dict(dataset="mnist-5k", n=80, store=tmp_path / "s.sqlite", with_outputs=True)
-    alone = robench.evaluate(embedded_model, "pgd-linf:eps=0.1,steps=5,rel_step=0.5", **kw)[0]
-    for eps in ("0.1|0.3", "0.05|0.1|0.2|0.3", "0.3|0.1"):
-        listed = robench.evaluate(embedded_model, f"pgd-linf:eps={eps},steps=5,rel_step=0.5", **kw)[0]
-        assert np.array_equal(listed.outputs["robust@0.1"], alone.outputs["robust@0.1"])
-        assert listed.metrics["robust_accuracy"]["0.1"] == alone.metrics["robust_accuracy"]["0.1"]
 
 
 def test_shard_size_follows_the_cost_of_threat_and_model():
