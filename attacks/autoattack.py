@@ -14,6 +14,7 @@ Each attack draws from its own random stream (derived from the shard's seed, the
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any, Literal
 
 import numpy as np
@@ -25,12 +26,17 @@ from robench.attacks.fab import L2FABT, LinfFABT
 from robench.attacks.norms import perturbation_norm
 from robench.attacks.square import L2Square, LinfSquare
 from robench.errors import RobenchError
+from robench.flags import Flag
 from robench.inference import predict
-from robench.metrics import accuracy
+from robench.metrics import Accuracy, accuracy
+from robench.report import Column, Report, number
 from robench.registry import ATTACKS
 from robench.seeding import derived
 from robench.spec import as_tuple
-from robench.threats import Budget, Outputs
+from robench.threats import Budget, Kind, Outputs, Threat
+
+#: robust accuracy (points) that Square may take off after the white-box attacks before the ensemble flags it
+SQUARE_POINTS = 0.2
 
 #: the attacks of each version, in the order they run
 ATTACKS_OF = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"), "rand": ("apgd-ce", "apgd-dlr")}
@@ -59,6 +65,8 @@ class AutoAttack:
 
     budget_parameters = {"eps": Budget(float)}
     label = None
+    role = "ensemble"
+    strength_parameters = ()
 
     def __init__(self, *, norm: Literal["linf", "l2"] = "linf",
                  version: Literal["standard", "plus", "rand"] = "standard"):
@@ -66,6 +74,7 @@ class AutoAttack:
             raise RobenchError(f"autoattack norm must be linf or l2; got {norm!r}.")
         self.norm, self.version = norm, version
         self.attacks = ensemble(norm, version)
+        self.label = f"AutoAttack {'Linf' if norm == 'linf' else 'L2'}" + ("" if version == "standard" else f" {version}")
 
     @classmethod
     def as_threat(cls, eps: Any, **hyperparameters: Any) -> "AutoAttackThreat":
@@ -80,17 +89,25 @@ class AutoAttack:
 
 class AutoAttackThreat(AttackThreat):
     """Robust accuracy under the AutoAttack ensemble at each eps, with the robust accuracy after each
-    attack in turn and which attack broke each example."""
+    attack in turn and which attack broke each example. Each attack at each eps is a stage (a part that
+    continues the one before: see `EnsembleStage`), so a run resumes attack by attack."""
 
-    version = 1
+    # v2: one stage (part) per attack and eps, the sanity checks and flags (v1: one part per eps)
+    version = 2
 
     def __init__(self, attack: AutoAttack, epsilons: tuple[float, ...]):
         super().__init__(attack, epsilons)  # type: ignore[arg-type]
 
-    def parts(self) -> dict[str, "AutoAttackThreat"]:
-        if len(self.epsilons) == 1:
-            return {"": self}
-        return {f"eps={eps!r}": AutoAttackThreat(self.attack, (eps,)) for eps in self.epsilons}
+    def parts(self) -> dict[str, Threat]:
+        parts: dict[str, Threat] = {}
+        for eps in self.epsilons:
+            prefix = "" if len(self.epsilons) == 1 else f"eps={eps!r}/"
+            previous = None
+            for name, attack in self.attack.attacks.items():
+                parts[prefix + name] = EnsembleStage(attack, name, eps, previous and prefix + previous)
+                previous = name
+        parts["checks"] = self.checks()
+        return parts
 
     @property
     def cost(self) -> float:
@@ -98,27 +115,11 @@ class AutoAttackThreat(AttackThreat):
         return 1 + sum(a.forward_passes for a in self.attack.attacks.values())
 
     def evaluate_shard(self, model, x, y, generator) -> Outputs:
-        clean = predict(model, x).argmax(1) == y
-        out: Outputs = {"clean_correct": clean.cpu().numpy()}
-        for eps in self.epsilons:
-            stream = derived(generator, "eps", eps)
-            standing = clean.clone()
-            adversarial = x.clone()
-            broken_by = torch.full((len(x),), -1, dtype=torch.int64, device=x.device)
-            for i, (name, attack) in enumerate(self.attack.attacks.items()):
-                idx = standing.nonzero().squeeze(1)
-                if len(idx):
-                    result = attack(model, x[idx], y[idx], eps=eps, generator=derived(stream, name))
-                    hit = idx[result.success]
-                    adversarial[hit] = result.adversarial[result.success]
-                    broken_by[hit] = i
-                    standing[hit] = False
-                out[f"after_{name}@{eps!r}"] = standing.cpu().numpy().copy()
-            norms = perturbation_norm(adversarial - x, self.attack.norm)
-            out[f"robust@{eps!r}"] = standing.cpu().numpy()
-            out[f"norm@{eps!r}"] = torch.where(broken_by >= 0, norms, torch.nan).cpu().numpy()
-            out[f"broken_by@{eps!r}"] = broken_by.cpu().numpy()
-        return out
+        """Every stage in turn and the checks, on one shard (what robench.evaluate does part by part)."""
+        out: Outputs = {}
+        for part in self.parts().values():
+            out.update((part if part.after is None else part.following(out)).evaluate_shard(model, x, y, generator))
+        return self.combine(out)
 
     def summarize(self, outputs: Outputs) -> dict[str, Any]:
         metrics = super().summarize(outputs)
@@ -129,3 +130,87 @@ class AutoAttackThreat(AttackThreat):
             repr(eps): {name: int(np.sum(outputs[f"broken_by@{eps!r}"] == i)) for i, name in enumerate(names)}
             for eps in self.epsilons}
         return metrics
+
+    def report(self, metrics: dict[str, Any], label: str | None = None) -> Report:
+        """That of any attack threat, with the robust accuracy after each attack but the last in the details
+        (the last is the eps column) and a note on the ensemble."""
+        rep = super().report(metrics, label)
+        after = [Column(f"after {name} @{number(float(eps))}", Accuracy.from_json(acc))
+                 for eps, per in metrics.get("robust_accuracy_after", {}).items()
+                 for name, acc in list(per.items())[:-1]]
+        note = (f"{rep.label}: the attacks {' -> '.join(self.attack.attacks)} in turn, each on the examples every "
+                "earlier one failed on; an example counts as robust only if all fail.")
+        return replace(rep, columns=rep.columns + tuple(after), notes=rep.notes + (note,))
+
+    def combine(self, outputs: Outputs) -> Outputs:
+        """The stages' outputs and, per eps: robust after the whole chain (``robust@eps``), which attack broke
+        each example (``broken_by@eps``: its index in the chain, -1 for none) and the perturbation norm it found."""
+        out: Outputs = dict(outputs)
+        names = list(self.attack.attacks)
+        for eps in self.epsilons:
+            standing = outputs["clean_correct"]
+            broken_by = np.full(len(standing), -1, dtype=np.int64)
+            norms = np.full(len(standing), np.nan)
+            for i, name in enumerate(names):
+                after = outputs[f"after_{name}@{eps!r}"]
+                hit = standing & ~after
+                broken_by[hit], norms[hit] = i, outputs[f"norm_{name}@{eps!r}"][hit]
+                standing = after
+            out[f"robust@{eps!r}"], out[f"broken_by@{eps!r}"], out[f"norm@{eps!r}"] = standing, broken_by, norms
+        return out
+
+    def flags(self, outputs: Outputs) -> list[Flag]:
+        found = super().flags(outputs)
+        if self.attack.version == "rand":  # already the evaluation for randomized models
+            found = [f for f in found if f.code != "randomized"]
+        if "square" in self.attack.attacks:
+            for eps in self.epsilons:
+                broken = outputs[f"broken_by@{eps!r}"] == list(self.attack.attacks).index("square")
+                points = 100 * float(broken.mean()) if len(broken) else 0.0
+                if points > SQUARE_POINTS:
+                    found.append(Flag("square-after-white-box",
+                                      f"at {self.attack.norm} eps {eps:g}, the black-box Square attack broke "
+                                      f"{int(broken.sum())}/{len(broken)} examples ({points:.1f} points) that every "
+                                      "white-box attack failed on: the gradients are likely masked",
+                                      {"eps": eps, "examples": int(broken.sum()), "n": len(broken), "points": points}))
+        return found
+
+
+class EnsembleStage(Threat):
+    """One attack of the ensemble at one eps: it attacks the examples still robust after the stage it
+    continues (`after`; the first stage: those correct on clean input) and says which are still robust
+    (``after_<name>@eps``) and the norm of the perturbation that broke the others (``norm_<name>@eps``).
+    Its random stream is derived from the shard's seed, the eps and the attack's name."""
+
+    kind = Kind.INPUT_ATTACK
+
+    def __init__(self, attack: Attack, name: str, eps: float, after: str | None):
+        self.attack, self.name, self.eps, self.after = attack, name, eps, after
+
+    @property
+    def cost(self) -> float:
+        return 1 + self.attack.forward_passes
+
+    def evaluate_shard(self, model, x, y, generator) -> Outputs:
+        out: Outputs = {}
+        if self.previous is None:
+            standing = predict(model, x).argmax(1) == y
+            out["clean_correct"] = standing.cpu().numpy()
+        else:
+            before = self.after.rsplit("/", 1)[-1]  # the attack this stage continues
+            standing = torch.as_tensor(self.previous[f"after_{before}@{self.eps!r}"], device=x.device)
+        norms = torch.full((len(x),), torch.nan, device=x.device)
+        idx = standing.nonzero().squeeze(1)
+        if len(idx):
+            stream = derived(derived(generator, "eps", self.eps), self.name)
+            result = self.attack(model, x[idx], y[idx], eps=self.eps, generator=stream)
+            hit = idx[result.success]
+            norms[hit] = perturbation_norm(result.adversarial[result.success] - x[hit], self.attack.norm).float()
+            standing = standing.clone()
+            standing[hit] = False
+        out[f"after_{self.name}@{self.eps!r}"] = standing.cpu().numpy()
+        out[f"norm_{self.name}@{self.eps!r}"] = norms.cpu().numpy()
+        return out
+
+    def summarize(self, outputs: Outputs) -> dict[str, Any]:
+        raise NotImplementedError("a stage is summarized by its ensemble (AutoAttackThreat)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, final
+from typing import TYPE_CHECKING, Any, ClassVar, final
 
 import numpy as np
 import torch
@@ -18,6 +18,9 @@ from robench.report import Column, Curve, Report, number
 from robench.seeding import derived
 from robench.spec import as_tuple
 from robench.threats import Budget, Kind, Outputs, Threat
+
+if TYPE_CHECKING:
+    from robench.flags import Flag
 
 
 @dataclass
@@ -40,6 +43,12 @@ class Attack(ABC):
     #: the attack's name in table titles ("PGD Linf"); None: the threat's registered name
     label: ClassVar[str | None] = None
     budget_parameters: ClassVar[dict] = {"eps": Budget(float)}
+    #: "iterative" for a multi-step white-box attack expected to come close to the ensemble (PGD), None
+    #: otherwise; the flags compare such an attack with the ensemble (robench.attacks.checks.compare)
+    role: ClassVar[str | None] = None
+    #: hyperparameters that make the attack stronger when raised (steps, restarts): a stronger
+    #: configuration whose robust accuracy is higher is flagged
+    strength_parameters: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
@@ -137,16 +146,26 @@ class AttackThreat(Threat):
     alone, so an eps gives the same result whatever other eps are in the list."""
 
     kind = Kind.INPUT_ATTACK
-    version = 2  # v2: one part and one random stream per eps (v1: the eps shared one stream in turn)
+    # v2: one part and one random stream per eps (v1: the eps shared one stream in turn). The sanity
+    # checks (part `checks`, `metrics["flags"]`) leave every eps part's outputs and metrics as they were:
+    # Records computed before them have no "flags" and read as "not checked"
+    version = 2
 
     def __init__(self, attack: Attack, epsilons: tuple[float, ...]):
         self.attack = attack
         self.epsilons = epsilons
 
-    def parts(self) -> dict[str, "AttackThreat"]:
+    def parts(self) -> dict[str, Threat]:
+        """One part per eps (the threat itself for a single eps) and the sanity checks."""
         if len(self.epsilons) == 1:
-            return {"": self}
-        return {f"eps={eps!r}": AttackThreat(self.attack, (eps,)) for eps in self.epsilons}
+            return {"": self, "checks": self.checks()}
+        return {**{f"eps={eps!r}": type(self)(self.attack, (eps,)) for eps in self.epsilons}, "checks": self.checks()}
+
+    def checks(self) -> Threat:
+        """The sanity probes of this threat's evaluation (robench.attacks.checks), as a part."""
+        from robench.attacks.checks import AttackChecks
+
+        return AttackChecks(self.attack.norm, self.epsilons)
 
     @property
     def cost(self) -> float:
@@ -174,7 +193,18 @@ class AttackThreat(Threat):
             values = outputs[f"norm@{eps!r}"]
             norms[repr(eps)] = float(np.nanmean(values)) if np.isfinite(values).any() else None
         return {"clean_accuracy": accuracy(outputs["clean_correct"]), "robust_accuracy": robust,
-                "mean_perturbation_norm": norms}
+                "mean_perturbation_norm": norms, "flags": [f.to_json() for f in self.flags(outputs)]}
+
+    def compare(self, metrics: dict[str, Any], others: list[tuple[Threat, dict[str, Any]]]) -> list["Flag"]:
+        from robench.attacks.checks import compare
+
+        return compare(self, metrics, others)
+
+    def flags(self, outputs: Outputs) -> list["Flag"]:
+        """The warnings the sanity checks' outputs raise (none where the checks did not run)."""
+        from robench.attacks.checks import flags
+
+        return flags(outputs, self.attack.norm, self.epsilons) if "check_randomized" in outputs else []
 
     def report(self, metrics: dict[str, Any], label: str | None = None) -> Report:
         """Headline: robust accuracy per eps; details: clean, robust and the mean perturbation norm of

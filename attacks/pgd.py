@@ -66,6 +66,9 @@ class PGD(Attack):
     it does not change results beyond float rounding) picks the layout the attack runs in; "auto" uses
     channels_last on CPU for models with 2-d convolutions that accept it, where it was measured faster."""
 
+    role = "iterative"
+    strength_parameters = ("steps", "restarts")
+
     memory_format: str = "auto"
 
     #: the default total travel of the steps, in units of eps (Madry et al.: 2.5 * eps / steps per step)
@@ -287,6 +290,8 @@ class FGSM(LinfPGD):
     """Fast gradient sign method: one step of size eps from the clean input (Goodfellow et al. 2015)."""
 
     label = "FGSM"
+    role = None
+    strength_parameters = ()
 
     def __init__(self, *, precision: str = "fp32"):
         PGD.__init__(self, steps=1, rel_step=1.0, random_start=False, precision=precision)

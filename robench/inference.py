@@ -67,11 +67,16 @@ def check_logits(logits: torch.Tensor, n: int) -> None:
                            "(a diverged training run) and its forward pass (a division by zero, a log of 0).")
 
 
+def looks_like_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """Per row of a model's outputs (N, classes): all in [0, 1] and summing to 1 (probabilities, not logits)."""
+    inside = (logits >= 0).all(1) & (logits <= 1).all(1)
+    return inside & ((logits.sum(1) - 1).abs() <= 1e-4)
+
+
 def warn_if_probabilities(logits: torch.Tensor) -> None:
-    """Warn when a model's outputs (N, classes) look like probabilities (each row in [0, 1], summing to
-    1) rather than logits: the calibration metrics apply softmax to them and gradient attacks weaken."""
-    if len(logits) and logits.min() >= 0 and logits.max() <= 1 and torch.allclose(
-            logits.sum(1), torch.ones(len(logits), dtype=logits.dtype, device=logits.device), atol=1e-4):
+    """Warn when a model's outputs (N, classes) look like probabilities rather than logits (every row, see
+    `looks_like_probabilities`): the calibration metrics apply softmax to them and gradient attacks weaken."""
+    if len(logits) and bool(looks_like_probabilities(logits).all()):
         warnings.warn("the model's outputs look like probabilities (rows in [0, 1] summing to 1), not logits: "
                       "accuracy is unaffected, but NLL, Brier and ECE apply softmax to them and come out wrong, "
                       "and gradient attacks are weakened; remove the final softmax so the model returns logits.",

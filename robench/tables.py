@@ -10,6 +10,7 @@ import textwrap
 from typing import Any, Iterable, Sequence
 
 from robench.evaluate import Record
+from robench.flags import COLUMN, Flag, cell, checked, flags_of
 from robench.metrics import Accuracy
 from robench.report import Column, report_of
 from robench.spec import ThreatSpec
@@ -88,7 +89,8 @@ def grid(records: Sequence[Record], detail: bool = True) -> tuple[list[str], dic
     titles = threat_titles(r.threat for r in records)
     columns: list[str] = []
     rows: dict[str, dict[str, Any]] = {}
-    for record in records:
+    flagged: dict[str, list[Flag]] = {}  # row -> the flags of its checked Records
+    for record, flags in zip(records, flags_of(records)):
         cells = headline(record, detail, titles[record.threat])
         row, copy = record.model, 1
         while any(c in rows.get(row, {}) and c != "clean" for c in cells):
@@ -98,9 +100,15 @@ def grid(records: Sequence[Record], detail: bool = True) -> tuple[list[str], dic
             if title not in columns:
                 columns.append(title)
             rows.setdefault(row, {}).setdefault(title, value)
+        if checked(record):
+            flagged.setdefault(row, []).extend(flags)
     if "clean" in columns:
         columns.remove("clean")
         columns.insert(0, "clean")
+    if flagged:
+        columns.append(COLUMN)
+        for row, flags in flagged.items():
+            rows[row][COLUMN] = cell(flags)
     return columns, rows
 
 
@@ -112,6 +120,8 @@ def legend(records: Sequence[Record]) -> str:
         notes = report_of(record.threat, record.metrics).notes
         if notes:
             parts.append(f"{titles[record.threat]}: {' '.join(notes)}")
+    for record, flags in zip(records, flags_of(records)):
+        parts += [f"Flag {f.code} ({record.model}, {titles[record.threat]}): {f.message}." for f in flags]
     return " ".join(dict.fromkeys(parts))
 
 
@@ -180,6 +190,12 @@ def _fitted(columns: Sequence[str], rows: dict[str, dict[str, Any]], first: str,
     return lines, interval
 
 
+def markdown_text(text: Any) -> str:
+    """`text` for a Markdown table cell or line: markup in a name shows as text; '|' would split a cell."""
+    text = str(text).replace("&", "&amp;").replace("<", "&lt;")
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
 def render_grid(columns: Sequence[str], rows: dict[str, dict[str, Any]], fmt: str = "table", *,
                 first: str = "model", note: str | None = None, width: int = WIDTH) -> str:
     """A table of `rows` (row name -> column -> Column, Accuracy, number or text) in the given column order:
@@ -203,12 +219,8 @@ def render_grid(columns: Sequence[str], rows: dict[str, dict[str, Any]], fmt: st
         return out.getvalue()
     body = [[model] + [format_cell(row.get(c)) for c in columns] for model, row in rows.items()]
     if fmt == "markdown":
-        def cell(text: str) -> str:
-            # markup in a name shows as text; '|' would split the cell
-            text = str(text).replace("&", "&amp;").replace("<", "&lt;")
-            return text.replace("|", "\\|").replace("\n", " ")
-        lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(map(cell, cells)) + " |" for cells in body]
+        lines = ["| " + " | ".join(map(markdown_text, header)) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(map(markdown_text, cells)) + " |" for cells in body]
         return "\n".join(lines) + (f"\n\n{note}\n" if note else "\n")
     if fmt == "latex":
         comment = textwrap.wrap(note, 100, initial_indent="% ", subsequent_indent="% ", break_on_hyphens=False)

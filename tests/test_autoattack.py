@@ -49,3 +49,40 @@ def test_versions():
         build_threat("autoattack:eps=0.3,version=plus")
     with pytest.raises(RobenchError, match="version"):
         build_threat("autoattack:eps=0.3,version=fast")
+
+
+class _StopAfter:
+    """An executor that runs `tasks` tasks, then dies as a killed process would."""
+
+    def __init__(self, tasks: int):
+        self.left, self.ran = tasks, []
+
+    def run(self, fn, shared, tasks):
+        for task in tasks:
+            if not self.left:
+                raise KeyboardInterrupt
+            self.left -= 1
+            self.ran.append(task.part)
+            yield task, fn(shared, task)
+
+
+def test_the_ensemble_resumes_attack_by_attack(embedded_model, tmp_path):
+    """Each attack is a stage stored on its own: a run killed after APGD-T resumes with FAB-T and Square
+    only, and gives the Record of an uninterrupted run."""
+    import robench
+    from robench.store import Store
+
+    spec, kw = "autoattack:eps=0.05", dict(dataset="mnist-5k", n=6, shard_size=6)
+    store = Store(tmp_path / "s.sqlite")
+    first = _StopAfter(3)
+    with pytest.raises(KeyboardInterrupt):
+        robench.evaluate(embedded_model, spec, store=store, executor=first, **kw)
+    assert sorted(first.ran) == ["apgd-ce", "apgd-t", "checks"]  # the first wave (APGD-CE, checks), then APGD-T
+    again = _StopAfter(100)
+    resumed = robench.evaluate(embedded_model, spec, store=store, executor=again, **kw)[0]
+    assert again.ran == ["fab-t", "square"]
+    fresh = robench.evaluate(embedded_model, spec, store=tmp_path / "fresh.sqlite", **kw)[0]
+    assert resumed.metrics == fresh.metrics
+    after = resumed.metrics["robust_accuracy_after"]["0.05"]
+    counts = [after[name]["correct"] for name in ("apgd-ce", "apgd-t", "fab-t", "square")]
+    assert counts == sorted(counts, reverse=True) and counts[-1] == resumed.metrics["robust_accuracy"]["0.05"]["correct"]

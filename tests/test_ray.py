@@ -51,6 +51,10 @@ class Wrapped(Threat):
                 os._exit(1)  # the worker process dies; Ray retries the task
         return self.inner.evaluate_shard(model, x, y, generator)
 
+    def parts(self):
+        # the wrapped attack part, and the inner threat's other parts (its sanity checks) as they are
+        return {**self.inner.parts(), "": self}
+
     def summarize(self, outputs):
         return self.inner.summarize(outputs)
 
@@ -91,7 +95,8 @@ def test_ray_run_equals_local_run(ray_instance, embedded_model, local_record, tm
     r = robench.evaluate(embedded_model, SPEC, dataset="mnist-5k", n=N, store=store, shard_size=SHARD, seed=3,
                          with_outputs=True, executor=RayExecutor(workers=2))[0]
     _same(r, local_record)
-    assert store.count("shards") == N // SHARD and r.provenance["shards"] == N // SHARD
+    # each shard: the attack and its sanity checks
+    assert store.count("shards") == 2 * N // SHARD and r.provenance["shards"] == N // SHARD
 
 
 class Counting(RayExecutor):
@@ -118,7 +123,7 @@ def test_interrupted_ray_run_resumes_with_only_the_missing_shards(ray_instance, 
     assert done == 2 and store.count("records") == 0
     again = Counting(workers=2)
     r = robench.evaluate(embedded_model, SPEC, executor=again, with_outputs=True, **kw)[0]
-    assert again.sent == N // SHARD - done
+    assert again.sent == 2 * N // SHARD - done
     _same(r, local_record)
 
 
@@ -126,9 +131,10 @@ def test_failing_shard_is_reported_and_the_others_are_kept(ray_instance, embedde
     store = Store(tmp_path / "s.sqlite")
     kw = dict(dataset="mnist-5k", n=N, store=store, shard_size=SHARD, seed=3)
     bad = Wrapped(build_threat(SPEC), _poison(2))
-    with pytest.raises(RobenchError, match=r"1 of 5 shards failed on Ray: examples 80:120 .*ValueError: poisoned"):
+    with pytest.raises(RobenchError, match=r"1 of 10 shards failed on Ray: examples 80:120 .*ValueError: poisoned"):
         robench.evaluate(embedded_model, bad, executor=RayExecutor(workers=2, max_retries=1), **kw)
-    assert store.count("shards") == N // SHARD - 1 and store.count("records") == 0
+    # every task is kept but the poisoned shard's attack (each shard: the attack and its sanity checks)
+    assert store.count("shards") == 2 * N // SHARD - 1 and store.count("records") == 0
     again = Counting(workers=2)
     r = robench.evaluate(embedded_model, SPEC, executor=again, with_outputs=True, **kw)[0]
     assert again.sent == 1

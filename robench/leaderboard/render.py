@@ -12,7 +12,7 @@ from typing import Any
 from robench.leaderboard.entries import FIGURES, Leaderboard
 from robench.leaderboard.views import details, note, provenance_rows, report, show, sort_value, table, threat_name
 from robench.metrics import Accuracy
-from robench.tables import format_cell, render_grid
+from robench.tables import format_cell, markdown_text, render_grid
 
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "page.html"
 
@@ -122,6 +122,8 @@ def render_readme(lb: Leaderboard, figures: dict[str, str]) -> str:
         if d.description:
             lines += [_sentence(d.description), ""]
         lines += [render_grid(d.columns, d.rows, "markdown", note="").rstrip(), ""]
+        if d.flags:
+            lines += ["Flags:", ""] + [f"- {markdown_text(_sentence(f))}" for f in d.flags] + [""]
         if d.provenance:
             lines += [" ".join(_sentence(p) for p in d.provenance), ""]
     if figures:
@@ -189,6 +191,8 @@ def render_html(lb: Leaderboard, figures: dict[str, str]) -> str:
         if d.description:
             body.append(f"<p>{e(_sentence(d.description))}</p>")
         body.append(_html_table(d.columns, d.rows))
+        if d.flags:
+            body.append("<p>Flags:</p><ul>" + "".join(f"<li>{e(_sentence(f))}</li>" for f in d.flags) + "</ul>")
         if d.provenance:
             body.append(f"<p>{e(' '.join(_sentence(p) for p in d.provenance))}</p>")
     if figures:

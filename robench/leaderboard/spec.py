@@ -45,6 +45,9 @@ class Spec(Benchmark):
     sort: str = "clean"
     pending: list[str] = field(default_factory=list)
     description: str = ""
+    #: threats of `threats` shown in their detail table only, not in the headline table (e.g. PGD beside
+    #: the AutoAttack ensemble, whose numbers are the headline)
+    details_only: list[str] = field(default_factory=list)
 
     what: ClassVar[str] = "leaderboard spec"
     #: a new leaderboard may list every model as pending
@@ -87,6 +90,9 @@ class Spec(Benchmark):
                 continue
             if canonical != text:
                 out.append(f"spec threat {text!r} is not canonical; with the current defaults it reads {canonical!r}")
+        for text in self.details_only:
+            if text not in self.threats:
+                out.append(f"details_only threat {text!r} is not one of the spec's threats")
         for model in set(self.models) & set(self.pending):
             out.append(f"model {model!r} is listed both in models and in pending")
         return out

@@ -6,12 +6,22 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from robench.flags import COLUMN, Flag, cell, checked, flags_of
 from robench.leaderboard.entries import Leaderboard
 from robench.report import Column, Report, report_of
 from robench.spec import ThreatSpec
+from robench.threats import Kind
 from robench.tables import plain, render_grid
 
 Rows = dict[str, dict[str, Any]]
+#: the kind of Record that carries sanity checks
+KIND_CHECKED = Kind.INPUT_ATTACK.value
+
+
+def model_flags(lb: Leaderboard, model: str) -> dict[str, list[Flag]]:
+    """threat -> the flags of the model's Record of that threat: its own and those the model's other Records show."""
+    records = [r for t, r in lb.records(model).items() if t in lb.spec.threats]
+    return {r["threat"]: f for r, f in zip(records, flags_of(records))}
 
 
 def threat_name(threat: str) -> str:
@@ -54,14 +64,20 @@ def table(lb: Leaderboard) -> tuple[list[str], Rows]:
         records = lb.records(model)
         row = rows.setdefault(model, {})
         for threat in lb.spec.threats:
-            if threat in records:
-                for title, value in headline(records[threat]).items():
+            if threat in records and (threat not in lb.spec.details_only or not row):
+                shown = headline(records[threat])
+                if threat in lb.spec.details_only:  # only its clean accuracy, where no threat before gave one
+                    shown = {k: v for k, v in shown.items() if k == "clean"}
+                for title, value in shown.items():
                     row.setdefault(title, value)
                     if title not in columns:
                         columns.append(title)
+        row[COLUMN] = cell([f for per in model_flags(lb, model).values() for f in per],
+                          all(checked(r) for r in records.values() if r.get("kind") == KIND_CHECKED))
     if "clean" in columns:
         columns.remove("clean")
         columns.insert(0, "clean")
+    columns.append(COLUMN)
     key = lb.spec.sort
     sample = next((row[key] for row in rows.values() if isinstance(row.get(key), Column)), None)
     sign = -1 if sample is None or sample.higher_is_better else 1
@@ -84,9 +100,13 @@ def note(lb: Leaderboard) -> str:
     spec = lb.spec
     parts = [f"Accuracy in % on the first {spec.n} {spec.split} examples, with the 95% Clopper-Pearson "
              "interval in brackets."]
-    for reports in _reports(lb).values():
-        parts += [n for r in reports if r.headline for n in r.notes]
-    parts.append(f"Sorted by {spec.sort}, best first.")
+    for threat, reports in _reports(lb).items():
+        if threat not in spec.details_only:
+            parts += [n for r in reports if r.headline for n in r.notes]
+    parts.append(f"Sorted by {spec.sort}, best first. The flags column names warnings that an evaluation "
+                 "looks broken (gradient masking, a randomized model, an attack weaker than random noise); "
+                 "each is explained with its evidence under the detail tables; \"not checked\": the attack Records "
+                 "predate robench's sanity checks.")
     return " ".join(dict.fromkeys(parts))
 
 
@@ -108,6 +128,8 @@ class Detail:
     rows: Rows
     description: str = ""
     provenance: tuple[str, ...] = ()
+    #: "model: code: message" for every flag of the threat's Records
+    flags: tuple[str, ...] = ()
 
 
 def details(lb: Leaderboard) -> list[Detail]:
@@ -125,9 +147,15 @@ def details(lb: Leaderboard) -> list[Detail]:
             rep = report(record)
             detail.rows[model] = {c.name: c for c in rep.columns}
             detail.columns += [c.name for c in rep.columns if c.name not in detail.columns]
+            if record.get("kind") == KIND_CHECKED:
+                found = model_flags(lb, model).get(threat, [])
+                detail.rows[model][COLUMN] = cell(found, checked(record))
+                detail.flags += tuple(f"{model}: {f.code}: {f.message}" for f in found)
             descriptions.append(rep.description)
             provenance += rep.provenance
         if detail.rows:
+            if any(COLUMN in row for row in detail.rows.values()):
+                detail.columns.append(COLUMN)
             detail.description = descriptions[0] if len(set(descriptions)) == 1 else ""
             detail.provenance = tuple(dict.fromkeys(provenance))
             out.append(detail)
