@@ -57,8 +57,30 @@ def test_benchmark_file(capsys, tmp_path, embedded_model):
     bench = tmp_path / "bench.toml"
     bench.write_text('models = ["mnist5k-small-cnn"]\nthreats = ["fgsm:eps=0.1"]\ndataset = "mnist-5k"\nn = 30\n')
     code, out, _ = run(capsys, "run", str(bench), "--quiet", "--store", str(tmp_path / "s.sqlite"),
-                       "--format", "json")
+                       "--format", "json", "--out", str(tmp_path / "out"))
     assert code == 0 and json.loads(out)[0]["n"] == 30
+    title, described = figure_text(tmp_path / "out" / "robustness_curve.png")
+    assert title.endswith(" on mnist-5k test, n = 30") and described.startswith("x: eps")
+    assert "; y: accuracy (%); legend: mnist5k-small-cnn" in described
+
+
+def figure_text(path: Path) -> tuple[str, str]:
+    """The title and the description (axis labels, legend) a figure's PNG carries (robench.plots)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.text["Title"], image.text["Description"]
+
+
+def test_run_details_and_latex(capsys, tmp_path, embedded_model):
+    argv = ["run", "--model", "mnist5k-small-cnn", "--threat", "pgd-linf:eps=0.1,steps=5", *BASE,
+            "--store", str(tmp_path / "s.sqlite")]
+    code, out, _ = run(capsys, *argv)
+    assert code == 0 and "mean norm" not in out
+    code, out, _ = run(capsys, *argv, "--details")
+    assert code == 0 and "pgd-linf mean norm @0.1" in out
+    code, out, _ = run(capsys, *argv, "--format", "latex")
+    assert code == 0 and out.startswith("% needs \\usepackage{booktabs}\n\\begin{tabular}")
 
 
 USER_MODEL = '''
@@ -119,6 +141,18 @@ def test_quickstart_end_to_end(capsys, tmp_path, embedded_model):
     records = json.loads((tmp_path / "qs" / "records.json").read_text())
     assert {r["model"] for r in records} == {"mnist5k-small-cnn", "mnist5k-mlp"}
     assert (tmp_path / "qs" / "robustness_curve.png").stat().st_size > 10_000
+    for figure, x in (("robustness_curve", "eps"), ("corruption_accuracy", "corruption"), ("bitflip", "bit flips"),
+                      ("certified_accuracy", "L2 radius")):
+        title, described = figure_text(tmp_path / "qs" / f"{figure}.png")
+        assert title.endswith(" on mnist-5k test, n = 50"), (figure, title)
+        xlabel, ylabel, legend = described.split("; ", 2)
+        assert xlabel.startswith(f"x: {x}") and ylabel == "y: accuracy (%)", (figure, described)
+        assert legend == "legend: mnist5k-small-cnn; mnist5k-mlp", figure
+    from robench.evaluate import Record
+    from robench.report import report_of
+
+    pgd = next(Record.from_dict(r) for r in records if r["threat"].startswith("pgd-linf"))
+    assert report_of(pgd.threat, pgd.metrics).curves[0].points[0][:2] == (0.0, pgd.metrics["clean_accuracy"]["value"])
     assert "| mnist5k-small-cnn |" in (tmp_path / "qs" / "results.md").read_text()
 
 
@@ -182,6 +216,7 @@ def test_version_names_the_release_and_the_commit():
     exe = shutil.which("robench", path=str(Path(sys.executable).parent))
     out = subprocess.run([exe, "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith(f"robench {robench.__version__}")
+    robench.git_commit.cache_clear()  # looked up again now: the checkout may have moved on since it was cached
     commit = robench.git_commit()
     if commit:  # run from a checkout
         assert len(commit) == 40 and f"(git commit {commit})" in out.stdout
