@@ -19,7 +19,8 @@ logit in turn (9 by default, at most classes - 1), each on the examples no earli
 from __future__ import annotations
 
 import math
-from typing import Literal
+from contextlib import nullcontext
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,7 @@ from torch import nn
 from robench.attacks.base import Attack
 from robench.attacks.pgd import PGD, _laid_out, channels_last
 from robench.errors import RobenchError
+from robench.inference import PRECISIONS, check_precision
 from robench.registry import ATTACKS
 
 #: momentum of the update, and the fraction of increasing steps below which eta is halved (condition 1)
@@ -45,6 +47,22 @@ def checkpoints(steps: int) -> list[int]:
         points.append(at)
         window = max(window - shrink, shortest)
     return points
+
+
+def in_layout(attack: Attack, model: nn.Module, x: torch.Tensor,
+              body: Callable[[torch.Tensor, torch.memory_format], torch.Tensor]) -> torch.Tensor:
+    """``body(x, fmt)`` run in the layout `attack.memory_format` picks, as PGD does ("auto": channels_last
+    on CPU for conv nets that accept it), with the model laid out alike; the result in the layout of `x`."""
+    fmt = torch.channels_last if PGD._use_channels_last(attack, model, x) else torch.contiguous_format
+    with channels_last(model) if fmt == torch.channels_last else nullcontext():
+        adv = body(_laid_out(x, fmt), fmt)
+    return torch.empty_like(x).copy_(adv)
+
+
+def autocast(precision: str, device: torch.device):
+    """The autocast context of `precision` ("fp32": none) on `device`."""
+    dtype = PRECISIONS[precision]
+    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -84,19 +102,23 @@ class APGD(Attack):
     """APGD (untargeted) with loss `loss` ("ce": cross-entropy, "dlr": difference of logits ratio, needs
     >= 3 classes), `steps` iterations (100, as in the paper), `restarts` runs from random starts (an
     example counts as broken if any run breaks it; later runs attack only the examples still standing)
-    and `eot` forward/backward passes averaged per iteration (for randomized models). The attribute
-    `memory_format` picks the layout as in PGD (not a threat parameter: it does not change results
-    beyond float rounding)."""
+    and `eot` forward/backward passes averaged per iteration (for randomized models). `precision` "bf16" or
+    "fp16" runs the passes under autocast (faster where half-precision units are; different arithmetic,
+    so only on request); an example leaves only at a point that fools the model in fp32 too. The
+    attribute `memory_format` picks the layout as in PGD (not a threat parameter: it does not change
+    results beyond float rounding)."""
 
     memory_format: str = "auto"
 
-    def __init__(self, *, loss: Literal["ce", "dlr"] = "ce", steps: int = 100, restarts: int = 1, eot: int = 1):
+    def __init__(self, *, loss: Literal["ce", "dlr"] = "ce", steps: int = 100, restarts: int = 1, eot: int = 1,
+                 precision: str = "fp32"):
         for name, value in (("steps", steps), ("restarts", restarts), ("eot", eot)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise RobenchError(f"{name} must be an integer >= 1; got {value!r}.")
         if loss not in ("ce", "dlr"):
             raise RobenchError(f"loss must be ce (cross-entropy) or dlr (difference of logits ratio); got {loss!r}.")
         self.loss, self.steps, self.restarts, self.eot = loss, steps, restarts, eot
+        self.precision = check_precision(precision)
 
     @property
     def forward_passes(self) -> float:
@@ -135,7 +157,8 @@ class APGD(Attack):
         v = v.detach().requires_grad_(True)
         loss_sum = grad_sum = logits_sum = None
         for _ in range(self.eot):
-            logits = model(v)
+            with autocast(self.precision, v.device):
+                logits = model(v)
             loss = self.objective(logits.float(), y, target)
             grad, = torch.autograd.grad(loss.sum(), v)
             loss, logits = loss.detach(), logits.detach().float()
@@ -151,14 +174,7 @@ class APGD(Attack):
     def run(self, model, x, y, eps, generator):
         if eps == 0 or not len(x):
             return x.clone()
-        if PGD._use_channels_last(self, model, x):
-            with channels_last(model):
-                adv = self._attack(model, _laid_out(x, torch.channels_last), y, eps, generator, torch.channels_last)
-        else:
-            adv = self._attack(model, _laid_out(x, torch.contiguous_format), y, eps, generator,
-                               torch.contiguous_format)
-        out = torch.empty_like(x)  # the layout the inputs came in
-        return out.copy_(adv)
+        return in_layout(self, model, x, lambda xl, fmt: self._attack(model, xl, y, eps, generator, fmt))
 
     def _runs(self, logits: torch.Tensor) -> list[torch.Tensor | None]:
         """The target of each run (None: untargeted), from the clean logits (N, K)."""
@@ -190,6 +206,7 @@ class APGD(Attack):
         lo = _laid_out((x - eps).clamp_(min=0), fmt)
         hi = _laid_out((x + eps).clamp_(max=1), fmt)
         points = set(checkpoints(self.steps))
+        reduced = PRECISIONS[self.precision] is not None
 
         # the working set: positions `where` in the run's batch; every state tensor is indexed like it
         where = torch.arange(n, device=x.device)
@@ -205,8 +222,11 @@ class APGD(Attack):
         done = torch.zeros(n, dtype=torch.bool, device=x.device)
         last_point = 0
 
-        def leave(new):  # record the examples misclassified at `cur`
+        def leave(new):  # record the examples misclassified at `cur` (in fp32 too)
             nonlocal done
+            if reduced and new.any():
+                with torch.no_grad():
+                    new[new.clone()] = model(cur[new]).argmax(1) != ya[new]
             if new.any():
                 out[where[new]] = cur[new]
                 fooled[where[new]] = True
@@ -299,10 +319,11 @@ class APGDT(APGD):
     largest clean logit in turn (9 targets by default, fewer when the model has fewer classes), `steps`
     iterations and `restarts` runs per target; success is any misclassification. Needs >= 4 classes."""
 
-    def __init__(self, *, targets: int = 9, steps: int = 100, restarts: int = 1, eot: int = 1):
+    def __init__(self, *, targets: int = 9, steps: int = 100, restarts: int = 1, eot: int = 1,
+                 precision: str = "fp32"):
         if not isinstance(targets, int) or isinstance(targets, bool) or targets < 1:
             raise RobenchError(f"targets must be an integer >= 1; got {targets!r}.")
-        super().__init__(loss="dlr", steps=steps, restarts=restarts, eot=eot)
+        super().__init__(loss="dlr", steps=steps, restarts=restarts, eot=eot, precision=precision)
         self.targets = targets
 
     def _check_classes(self, classes: int) -> None:
@@ -329,4 +350,4 @@ class L2APGDT(L2APGDMixin, APGDT):
 
 
 __all__ = ["APGD", "APGDT", "LinfAPGD", "L2APGD", "LinfAPGDT", "L2APGDT", "checkpoints", "dlr_loss",
-           "targeted_dlr_loss", "margin"]
+           "targeted_dlr_loss", "margin", "in_layout", "autocast"]

@@ -15,16 +15,25 @@ there for a smaller adversarial point. Restarts after the first start from rando
 The targets are the classes with the 2nd to (`targets` + 1)-th largest clean logit, in turn, each on the
 examples no earlier target broke within eps. An example leaves the batch as soon as its smallest
 adversarial point is within eps (`early_stop`, the default: it does not change which examples are
-robust); with early_stop=false it keeps shrinking the perturbation for all its iterations.
+robust); with early_stop=false it keeps shrinking the perturbation for all its iterations. The gradients
+run in the layout `memory_format` picks (channels_last on CPU conv nets, as PGD) and, on request, in bf16
+or fp16 (`precision`): an iterate counts as adversarial only if it fools the model in fp32 too.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from robench.attacks.apgd import autocast, in_layout
 from robench.attacks.base import Attack, perturbation_norm
+from robench.attacks.pgd import _laid_out
 from robench.errors import RobenchError
+from robench.inference import PRECISIONS, check_precision
 from robench.registry import ATTACKS
+
+#: the share of fooling iterates above which a step checks them with a forward pass before linearising
+#: (a forward pass costs about a third of a gradient; each fooling iterate needs a second gradient otherwise)
+CHECK_FIRST = 1 / 3
 
 
 def project_hyperplane_box(z: torch.Tensor, w: torch.Tensor, r: torch.Tensor, norm: str) -> torch.Tensor:
@@ -64,10 +73,14 @@ def project_hyperplane_box(z: torch.Tensor, w: torch.Tensor, r: torch.Tensor, no
 class FABT(Attack):
     """FAB-T with `targets` target classes (9 by default, at most classes - 1), `steps` iterations (100)
     and `restarts` runs per target, step bias `alpha_max` (0.1), extrapolation `eta` (1.05) and step
-    back `beta` (0.9) after a success. Needs >= 2 classes."""
+    back `beta` (0.9) after a success, and `precision` of the passes ("fp32"; "bf16" or "fp16" under
+    autocast, with an fp32 re-check of every adversarial iterate). Needs >= 2 classes. The attribute
+    `memory_format` picks the layout as in PGD."""
+
+    memory_format: str = "auto"
 
     def __init__(self, *, targets: int = 9, steps: int = 100, restarts: int = 1, alpha_max: float = 0.1,
-                 eta: float = 1.05, beta: float = 0.9, early_stop: bool = True):
+                 eta: float = 1.05, beta: float = 0.9, early_stop: bool = True, precision: str = "fp32"):
         for name, value in (("targets", targets), ("steps", steps), ("restarts", restarts)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise RobenchError(f"{name} must be an integer >= 1; got {value!r}.")
@@ -76,6 +89,7 @@ class FABT(Attack):
                                f"eta={eta}, beta={beta}.")
         self.targets, self.steps, self.restarts = targets, steps, restarts
         self.alpha_max, self.eta, self.beta, self.early_stop = float(alpha_max), float(eta), float(beta), early_stop
+        self.precision = check_precision(precision)
 
     @property
     def forward_passes(self) -> float:
@@ -88,6 +102,9 @@ class FABT(Attack):
     def run(self, model: nn.Module, x, y, eps, generator):
         if eps == 0 or not len(x):
             return x.clone()
+        return in_layout(self, model, x, lambda xl, fmt: self._attack(model, xl, y, eps, generator, fmt))
+
+    def _attack(self, model, x, y, eps, generator, fmt):
         with torch.no_grad():
             logits = model(x).float()
         if logits.shape[1] < 2:
@@ -102,21 +119,31 @@ class FABT(Attack):
                 if not todo.any():
                     return out
                 idx = todo.nonzero().squeeze(1)
-                adv, norms = self._single(model, x[idx], y[idx], order[idx, k], eps, best[idx], restart, generator)
+                adv, norms = self._single(model, x[idx], y[idx], order[idx, k], eps, best[idx], restart, generator, fmt)
                 better = norms < best[idx]
                 out[idx[better]], best[idx[better]] = adv[better], norms[better]
         return out
 
-    def _gradient(self, model, v, y, target):
+    def _gradient(self, model, v, y, target, fmt):
         """g = z_t - z_y (n,), its gradient at `v` (n, ...), and the predictions (n,)."""
         with torch.enable_grad():
-            v = v.detach().requires_grad_(True)
-            logits = model(v)
+            v = _laid_out(v.detach(), fmt).requires_grad_(True)
+            with autocast(self.precision, v.device):
+                logits = model(v)
+            logits = logits.float()
             g = logits.gather(1, target[:, None]).squeeze(1) - logits.gather(1, y[:, None]).squeeze(1)
             grad, = torch.autograd.grad(g.sum(), v)
-        return g.detach().float(), grad, logits.detach().argmax(1)
+        return g.detach(), grad, logits.detach().argmax(1)
 
-    def _single(self, model, x, y, target, eps, best, restart, generator):
+    def _fooled(self, model, v, y, pred, fmt):
+        """Where the predictions `pred` (n,) at `v` (n, ...) are wrong, confirmed in fp32 when the passes run
+        in reduced precision."""
+        wrong = pred != y
+        if PRECISIONS[self.precision] is not None and wrong.any():
+            wrong[wrong.clone()] = model(_laid_out(v[wrong], fmt)).argmax(1) != y[wrong]
+        return wrong
+
+    def _single(self, model, x, y, target, eps, best, restart, generator, fmt):
         """One run against `target` (n,): the smallest adversarial points found within eps and their
         norms (inf where none)."""
         n, shape = len(x), x.shape[1:]
@@ -136,10 +163,19 @@ class FABT(Attack):
             out[pos[smaller]] = c[wrong][smaller].view(-1, *shape).to(x.dtype)
             norms[pos[smaller]] = size[smaller]
 
+        share = 0.0  # the share of the iterates that fooled the model at the last step
         for _ in range(self.steps):
-            g, grad, pred = self._gradient(model, c.view(-1, *shape), ya, ta)
+            # the iterate's prediction comes with its gradient; but a fooling iterate is linearised after
+            # stepping back instead, so where many fool the model, one forward pass checks them first
+            check_first = share > CHECK_FIRST
+            if check_first:
+                with torch.no_grad(), autocast(self.precision, x.device):
+                    pred = model(_laid_out(c.view(-1, *shape), fmt)).argmax(1)
+            else:
+                g, grad, pred = self._gradient(model, c.view(-1, *shape), ya, ta, fmt)
             with torch.no_grad():
-                wrong = pred != ya
+                wrong = self._fooled(model, c.view(-1, *shape), ya, pred, fmt)
+                share = float(wrong.float().mean())
                 if wrong.any():
                     record(wrong)
                     if self.early_stop:
@@ -147,22 +183,28 @@ class FABT(Attack):
                         if not keep.any():
                             return self._within(x, out, norms, eps)
                         if not keep.all():
-                            where, ya, ta, xa, c = where[keep], ya[keep], ta[keep], xa[keep], c[keep]
-                            g, grad, wrong = g[keep], grad[keep], wrong[keep]
+                            where, ya, ta, xa, c, wrong = where[keep], ya[keep], ta[keep], xa[keep], c[keep], wrong[keep]
+                            if not check_first:
+                                g, grad = g[keep], grad[keep]
                 if wrong.any():  # step back towards the original point, and linearise there
                     c = c.clone()
                     c[wrong] = xa[wrong] + self.beta * (c[wrong] - xa[wrong])
-                    g2, grad2, _ = self._gradient(model, c[wrong].view(-1, *shape), ya[wrong], ta[wrong])
+                if check_first:
+                    g, grad, _ = self._gradient(model, c.view(-1, *shape), ya, ta, fmt)
+                elif wrong.any():
+                    g2, grad2, _ = self._gradient(model, c[wrong].view(-1, *shape), ya[wrong], ta[wrong], fmt)
                     g, grad = g.clone(), grad.clone()
                     g[wrong], grad[wrong] = g2, grad2
                 w = grad.flatten(1).float()
-                d_cur = project_hyperplane_box(c, w, -g, self.norm)
-                d_orig = project_hyperplane_box(xa, w, -g - (w * (xa - c)).sum(1), self.norm)
+                # both projections in one batch: the iterate's, and the original point's
+                d_both = project_hyperplane_box(torch.cat([c, xa]), torch.cat([w, w]),
+                                                torch.cat([-g, -g - (w * (xa - c)).sum(1)]), self.norm)
+                d_cur, d_orig = d_both[:len(c)], d_both[len(c):]
                 n_cur, n_orig = perturbation_norm(d_cur, self.norm), perturbation_norm(d_orig, self.norm)
                 alpha = (n_cur / (n_cur + n_orig).clamp(min=1e-12)).clamp(max=self.alpha_max)[:, None]
                 c = ((1 - alpha) * (c + self.eta * d_cur) + alpha * (xa + self.eta * d_orig)).clamp(0, 1).to(x.dtype)
         with torch.no_grad():  # the last iterate
-            wrong = model(c.view(-1, *shape)).argmax(1) != ya
+            wrong = model(_laid_out(c.view(-1, *shape), fmt)).argmax(1) != ya
             if wrong.any():
                 record(wrong)
         return self._within(x, out, norms, eps)

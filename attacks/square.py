@@ -13,7 +13,9 @@ image's pixels, p_init halved at the paper's fixed fractions of the query budget
   there with random signs per channel, and empties the second, so that the norm stays eps (clipping
   to [0, 1] can only shorten it).
 All randomness comes from the attack's generator; one query is one forward pass of each example still
-standing (the start is the first).
+standing (the start is the first). The Linf proposal touches only the window's pixels; the forward passes
+run in the layout `memory_format` picks (channels_last on CPU conv nets, as PGD) and, on request, in bf16
+or fp16 (`precision`): an example then stops only at a point that fools the model in fp32 too.
 """
 from __future__ import annotations
 
@@ -22,9 +24,11 @@ import math
 import torch
 from torch import nn
 
-from robench.attacks.apgd import margin
+from robench.attacks.apgd import autocast, in_layout, margin
 from robench.attacks.base import Attack
+from robench.attacks.pgd import _laid_out
 from robench.errors import RobenchError
+from robench.inference import PRECISIONS, check_precision
 from robench.registry import ATTACKS
 
 #: query counts (for a budget of 10,000; scaled to the actual budget) after which p is halved
@@ -59,10 +63,25 @@ def meta_bump(s: int, device=None, dtype=torch.float32) -> torch.Tensor:
     return torch.cat([left, -right], 1)
 
 
-def _windows(n: int, h: int, w: int, s: int, generator: torch.Generator, device) -> tuple[torch.Tensor, ...]:
-    """Random top-left corners (n,) and the masks (n, 1, h, w) of s x s windows."""
+def _corners(n: int, h: int, w: int, s: int, generator: torch.Generator, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random top-left corners (n,), (n,) of s x s windows in h x w images."""
     top = torch.randint(0, h - s + 1, (n,), generator=generator, device=device)
     left = torch.randint(0, w - s + 1, (n,), generator=generator, device=device)
+    return top, left
+
+
+def _window_index(top: torch.Tensor, left: torch.Tensor, c: int, s: int) -> tuple[torch.Tensor, ...]:
+    """The index of the s x s windows at `top`, `left` in every channel: images (n, c, h, w) indexed with it
+    give the windows (n, c, s, s)."""
+    n, device = len(top), top.device
+    span = torch.arange(s, device=device)
+    return (torch.arange(n, device=device).view(-1, 1, 1, 1), torch.arange(c, device=device).view(1, -1, 1, 1),
+            (top[:, None] + span).view(n, 1, s, 1), (left[:, None] + span).view(n, 1, 1, s))
+
+
+def _windows(n: int, h: int, w: int, s: int, generator: torch.Generator, device) -> tuple[torch.Tensor, ...]:
+    """Random top-left corners (n,) and the masks (n, 1, h, w) of s x s windows."""
+    top, left = _corners(n, h, w, s, generator, device)
     rows = torch.arange(h, device=device)[None, :]
     cols = torch.arange(w, device=device)[None, :]
     in_rows = (rows >= top[:, None]) & (rows < top[:, None] + s)
@@ -76,10 +95,13 @@ def _signs(shape, generator, device, dtype) -> torch.Tensor:
 
 class Square(Attack):
     """The Square attack with `queries` forward passes per example (5,000, as in AutoAttack), initial
-    window fraction `p_init` (0.8) and `restarts` runs (later runs attack only the examples still
-    standing)."""
+    window fraction `p_init` (0.8), `restarts` runs (later runs attack only the examples still
+    standing) and `precision` of the forward passes ("fp32"; "bf16" or "fp16" under autocast, with an
+    fp32 re-check before an example stops). The attribute `memory_format` picks the layout as in PGD."""
 
-    def __init__(self, *, queries: int = 5000, p_init: float = 0.8, restarts: int = 1):
+    memory_format: str = "auto"
+
+    def __init__(self, *, queries: int = 5000, p_init: float = 0.8, restarts: int = 1, precision: str = "fp32"):
         if not isinstance(queries, int) or isinstance(queries, bool) or queries < 1:
             raise RobenchError(f"queries must be an integer >= 1; got {queries!r}.")
         if not isinstance(restarts, int) or isinstance(restarts, bool) or restarts < 1:
@@ -87,6 +109,7 @@ class Square(Attack):
         if not 0 < p_init <= 1:
             raise RobenchError(f"p_init is the fraction of pixels of the first windows, in (0, 1]; got {p_init!r}.")
         self.queries, self.p_init, self.restarts = queries, float(p_init), restarts
+        self.precision = check_precision(precision)
 
     @property
     def forward_passes(self) -> float:
@@ -111,6 +134,9 @@ class Square(Attack):
     def run(self, model: nn.Module, x, y, eps, generator):
         if eps == 0 or not len(x):
             return x.clone()
+        return in_layout(self, model, x, lambda xl, fmt: self._attack(model, xl, y, eps, generator, fmt))
+
+    def _attack(self, model, x, y, eps, generator, fmt):
         out = x.clone()
         with torch.no_grad():
             standing = model(x).argmax(1) == y
@@ -118,22 +144,32 @@ class Square(Attack):
                 if not standing.any():
                     break
                 idx = standing.nonzero().squeeze(1)
-                adv, fooled = self._single(model, x[idx], y[idx], eps, generator)
+                adv, fooled = self._single(model, _laid_out(x[idx], fmt), y[idx], eps, generator, fmt)
                 out[idx] = adv
                 standing[idx[fooled]] = False
         return out
 
-    def _single(self, model, x, y, eps, generator):
+    def _single(self, model, x, y, eps, generator, fmt):
         n, _, h, w = x.shape
         out, fooled = x.clone(), torch.zeros(n, dtype=torch.bool, device=x.device)
         where = torch.arange(n, device=x.device)
         xa, ya = x, y
         lo, hi = (x - eps).clamp(min=0), (x + eps).clamp(max=1)
+        reduced = PRECISIONS[self.precision] is not None
+
+        def forward(v):
+            with autocast(self.precision, v.device):
+                return model(_laid_out(v, fmt)).float()
+
         adv = self.init(x, lo, hi, eps, generator)
-        logits = model(adv)
-        best = margin(logits.float(), ya)
+        logits = forward(adv)
+        best = margin(logits, ya)
         for query in range(self.queries):
             broken = logits.argmax(1) != ya
+            if reduced and broken.any():  # judge in fp32 where reduced precision says broken
+                exact = model(_laid_out(adv[broken], fmt)).float()
+                logits[broken], best[broken] = exact, margin(exact, ya[broken])
+                broken[broken.clone()] = exact.argmax(1) != ya[broken]
             if broken.any():
                 out[where[broken]], fooled[where[broken]] = adv[broken], True
                 keep = ~broken
@@ -146,8 +182,8 @@ class Square(Attack):
                 break
             s = self.side(p_at(query + 1, self.queries, self.p_init), h, w)
             candidate = self.propose(xa, adv, lo, hi, eps, s, generator)
-            new_logits = model(candidate)
-            loss = margin(new_logits.float(), ya)
+            new_logits = forward(candidate)
+            loss = margin(new_logits, ya)
             better = loss < best
             adv = torch.where(better[:, None, None, None], candidate, adv)
             best = torch.where(better, loss, best)
@@ -169,17 +205,19 @@ class LinfSquare(Square):
 
     def propose(self, x, adv, lo, hi, eps, s, generator):
         n, c, h, w = x.shape
-        _, _, mask = _windows(n, h, w, s, generator, x.device)
+        index = _window_index(*_corners(n, h, w, s, generator, x.device), c, s)
+        win_hi, win_lo, win = hi[index], lo[index], adv[index]  # (n, c, s, s)
         # a window whose channels all sit at the face a new sign would pick would not change: redraw those
-        at_hi = ((adv == hi) | ~mask).flatten(2).all(2)
-        at_lo = ((adv == lo) | ~mask).flatten(2).all(2)
+        at_hi, at_lo = (win == win_hi).flatten(2).all(2), (win == win_lo).flatten(2).all(2)
         signs = _signs((n, c), generator, x.device, torch.int8)
         for _ in range(10):
             same = torch.where(signs > 0, at_hi, at_lo).all(1)
             if not same.any():
                 break
             signs = torch.where(same[:, None], _signs((n, c), generator, x.device, torch.int8), signs)
-        return torch.where(mask, torch.where(signs[:, :, None, None] > 0, hi, lo), adv)
+        candidate = adv.clone()
+        candidate[index] = torch.where(signs[:, :, None, None] > 0, win_hi, win_lo)
+        return candidate
 
 
 @ATTACKS.register("square-l2")
