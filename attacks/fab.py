@@ -183,7 +183,8 @@ class FABT(Attack):
                         if not keep.any():
                             return self._within(x, out, norms, eps)
                         if not keep.all():
-                            where, ya, ta, xa, c, wrong = where[keep], ya[keep], ta[keep], xa[keep], c[keep], wrong[keep]
+                            where, ya, ta, xa, c = where[keep], ya[keep], ta[keep], xa[keep], c[keep]
+                            wrong = wrong[keep]
                             if not check_first:
                                 g, grad = g[keep], grad[keep]
                 if wrong.any():  # step back towards the original point, and linearise there
