@@ -36,6 +36,21 @@ def test_p_schedule():
     assert LinfSquare().side(0.8, 28, 28) == 25 and LinfSquare().side(0.8 / 512, 28, 28) == 1
 
 
+def test_linf_proposal_changes_one_window_to_the_faces():
+    x, _ = _batch()
+    eps, s = 0.1, 3
+    lo, hi = (x - eps).clamp(min=0), (x + eps).clamp(max=1)
+    attack = LinfSquare()
+    adv = attack.init(x, lo, hi, eps, torch.Generator().manual_seed(0))
+    new = attack.propose(x, adv, lo, hi, eps, s, torch.Generator().manual_seed(1))
+    changed = (new != adv).any(1)  # (n, h, w)
+    for i in range(len(x)):
+        rows, cols = changed[i].any(1).nonzero().squeeze(1), changed[i].any(0).nonzero().squeeze(1)
+        assert len(rows) and int(rows.max() - rows.min()) < s and int(cols.max() - cols.min()) < s
+    at_face = (new == hi) | (new == lo)
+    assert at_face.all()  # a Linf Square iterate sits at a face of the box in every coordinate
+
+
 def test_bumps():
     b = bump(5, 5)
     assert float(b[2, 2]) == pytest.approx(1 / 9 + 1 / 4 + 1)  # the centre is inside all three rectangles
@@ -63,6 +78,33 @@ def test_same_seed_same_result(attack):
     net = _net()
     runs = [attack(net, x, y, eps=0.1, generator=torch.Generator().manual_seed(s)).adversarial for s in (1, 1, 2)]
     assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
+
+
+class Tie(nn.Module):
+    """In fp32 class 1 by a margin of 0.05 that no input moves; under bf16 autocast classes 0 and 1 tie
+    at 100 (bf16's spacing there is 0.5), so argmax says 0: a bf16 "success" that fp32 refutes. Counts
+    forward passes."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(64, 10)
+        with torch.no_grad():
+            self.linear.weight.normal_(0, 1e-6, generator=torch.Generator().manual_seed(0))
+            self.linear.bias.zero_()
+            self.linear.bias[:2] = torch.tensor([100.05, 100.1])
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.linear(x.flatten(1))
+
+
+def test_bf16_successes_are_rechecked_in_fp32():
+    x = torch.rand(8, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    model = Tie().eval()
+    result = LinfSquare(queries=20, precision="bf16")(model, x, torch.ones(8, dtype=torch.long), eps=0.3)
+    # the start "fools" the model in bf16, not in fp32: the search goes on for all its queries
+    assert not result.success.any() and model.calls >= 20
 
 
 def test_threat_spec_and_errors():
