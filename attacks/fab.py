@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from robench.attacks.apgd import autocast, in_layout
+from robench.attacks.apgd import autocast, chunks, in_layout
 from robench.attacks.base import Attack, perturbation_norm
 from robench.attacks.pgd import _laid_out
 from robench.errors import RobenchError
@@ -125,7 +125,16 @@ class FABT(Attack):
         return out
 
     def _gradient(self, model, v, y, target, fmt):
-        """g = z_t - z_y (n,), its gradient at `v` (n, ...), and the predictions (n,)."""
+        """g = z_t - z_y (n,), its gradient at `v` (n, ...), and the predictions (n,), in `chunks`."""
+        pieces = chunks(len(v), v.device)
+        if len(pieces) == 1:
+            return self._gradient_piece(model, v, y, target, fmt)
+        g, grad, pred = v.new_empty(len(v)), torch.empty_like(_laid_out(v, fmt)), y.new_empty(len(v))
+        for piece in pieces:
+            g[piece], grad[piece], pred[piece] = self._gradient_piece(model, v[piece], y[piece], target[piece], fmt)
+        return g, grad, pred
+
+    def _gradient_piece(self, model, v, y, target, fmt):
         with torch.enable_grad():
             v = _laid_out(v.detach(), fmt).requires_grad_(True)
             with autocast(self.precision, v.device):
@@ -170,7 +179,8 @@ class FABT(Attack):
             check_first = share > CHECK_FIRST
             if check_first:
                 with torch.no_grad(), autocast(self.precision, x.device):
-                    pred = model(_laid_out(c.view(-1, *shape), fmt)).argmax(1)
+                    v = _laid_out(c.view(-1, *shape), fmt)
+                    pred = torch.cat([model(v[piece]).argmax(1) for piece in chunks(len(v), v.device)])
             else:
                 g, grad, pred = self._gradient(model, c.view(-1, *shape), ya, ta, fmt)
             with torch.no_grad():

@@ -24,7 +24,7 @@ import math
 import torch
 from torch import nn
 
-from robench.attacks.apgd import autocast, in_layout, margin
+from robench.attacks.apgd import autocast, chunks, in_layout, margin
 from robench.attacks.base import Attack
 from robench.attacks.pgd import _laid_out
 from robench.errors import RobenchError
@@ -158,8 +158,9 @@ class Square(Attack):
         reduced = PRECISIONS[self.precision] is not None
 
         def forward(v):
+            v = _laid_out(v, fmt)
             with autocast(self.precision, v.device):
-                return model(_laid_out(v, fmt)).float()
+                return torch.cat([model(v[piece]).float() for piece in chunks(len(v), v.device)])
 
         adv = self.init(x, lo, hi, eps, generator)
         logits = forward(adv)

@@ -9,9 +9,12 @@ import pytest
 import torch
 from torch import nn
 
+from robench.attacks import apgd
 from robench.attacks.apgd import (L2APGD, L2APGDT, LinfAPGD, LinfAPGDT, checkpoints, dlr_loss,
                                   targeted_dlr_loss)
+from robench.attacks.fab import LinfFABT
 from robench.attacks.pgd import LinfPGD
+from robench.attacks.square import LinfSquare
 from robench.errors import RobenchError
 from robench.threats import build_threat
 
@@ -86,6 +89,20 @@ def test_same_seed_same_result(attack):
     runs = [attack(net, x, y, eps=0.3, generator=torch.Generator().manual_seed(s)).adversarial for s in (5, 5, 6)]
     assert torch.equal(runs[0], runs[1])
     assert not torch.equal(runs[0], runs[2])
+
+
+@pytest.mark.parametrize("attack", [LinfAPGD(steps=8), L2APGDT(steps=4, targets=2), LinfFABT(steps=6, targets=2),
+                                    LinfSquare(queries=30)])
+def test_passes_in_chunks_give_the_same_result(attack, monkeypatch):
+    """Up to float rounding: a linear layer's products may round differently at another batch size."""
+    x, y = _batch()
+    net = _net()
+    whole = attack(net, x, y, eps=0.1, generator=torch.Generator().manual_seed(1))
+    monkeypatch.setattr(apgd, "CPU_CHUNK", 5)  # 48 examples: 10 passes each time
+    assert len(apgd.chunks(len(x), x.device)) == 10
+    chunked = attack(net, x, y, eps=0.1, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(chunked.success, whole.success)
+    assert torch.allclose(chunked.adversarial, whole.adversarial, atol=1e-6)
 
 
 def test_misclassified_examples_are_returned_untouched(generator):
