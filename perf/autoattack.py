@@ -3,7 +3,7 @@ PGD against the ensemble on the adversarially trained model.
 
     python perf/autoattack.py [--n 500] [--models mnist-small-cnn,mnist-pgd-at] [--contenders ...]
                               [--seeds 0] [--threads 1]
-    python perf/autoattack.py --pgd [--n 1000]
+    python perf/autoattack.py --pgd [--n 1000] [--pgd-model mnist-pgd-at]
 
 Part 1 (default): on the first `n` MNIST test points of each zoo model (mnist-pgd-at at Linf eps 0.3,
 mnist-small-cnn at Linf eps 0.1), in one process, on the same points:
@@ -197,25 +197,29 @@ def compare(args, name, model, root) -> list[dict]:
 
 
 def pgd_side_by_side(args, root) -> None:
-    model = load("mnist-pgd-at", root)
+    name = args.pgd_model
+    model = load(name, root)
     if model is None:
-        print("mnist-pgd-at is not cached (robench zoo train mnist-pgd-at): nothing to compare")
+        print(f"{name} is not cached (robench zoo train {name}): nothing to compare")
         return
-    threats = {"clean": "clean", "PGD-40": "pgd-linf:eps=0.3,steps=40",
+    threats = {"PGD-40": "pgd-linf:eps=0.3,steps=40",
                "PGD-100 x 10": "pgd-linf:eps=0.3,steps=100,restarts=10", "AutoAttack": "autoattack:eps=0.3,norm=linf"}
-    print(f"\nmnist-pgd-at, first {args.n} MNIST test points, Linf eps 0.3, seed {args.seeds[0]}, "
+    print(f"\n{name}, first {args.n} MNIST test points, Linf eps 0.3, seed {args.seeds[0]}, "
           f"load average {os.getloadavg()[0]:.1f}")
     robust = {}
     with tempfile.TemporaryDirectory() as folder:
         for label, threat in threats.items():
             start = time.perf_counter()
             record, = robench.evaluate(model, threat, dataset="mnist", n=args.n, seed=args.seeds[0],
-                                       store=os.path.join(folder, "results.sqlite"), model_name="mnist-pgd-at",
+                                       store=os.path.join(folder, "results.sqlite"), model_name=name,
                                        data_root=root, with_outputs=True)
             seconds = time.perf_counter() - start
-            key = "clean_correct" if label == "clean" else "robust@0.3"
-            robust[label] = torch.as_tensor(record.outputs[key]).bool()
-            print(f"  {label:13s} {interval(robust[label])} %  {seconds:8.1f} s", flush=True)
+            if not robust:
+                robust["clean"] = torch.as_tensor(record.outputs["clean_correct"]).bool()
+                print(f"  {'clean':13s} {interval(robust['clean'])} %")
+            robust[label] = torch.as_tensor(record.outputs["robust@0.3"]).bool()
+            print(f"  {label:13s} {interval(robust[label])} %  {seconds:8.1f} s  (flags "
+                  f"{[f['code'] for f in record.metrics.get('flags', [])]})", flush=True)
     for label in ("PGD-40", "PGD-100 x 10"):
         a, b = robust[label], robust["AutoAttack"]
         print(f"  {label} -> AutoAttack: {100 * (float(b.float().mean()) - float(a.float().mean())):+.2f} points "
@@ -232,6 +236,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", default="0", help="comma-separated seeds (each contender runs once per seed)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--pgd", action="store_true", help="part 2: PGD against the ensemble on mnist-pgd-at")
+    parser.add_argument("--pgd-model", default="mnist-pgd-at", help="the model of part 2")
     args = parser.parse_args(argv)
     args.n = args.n or (1000 if args.pgd else 500)
     args.seeds = [int(s) for s in args.seeds.split(",")]
