@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from robench.data import IDX_FILES, IDX_FOLDERS
 
@@ -63,3 +64,28 @@ def mnist_model(data_root):
 @pytest.fixture
 def generator() -> torch.Generator:
     return torch.Generator().manual_seed(0)
+
+
+class Tie(nn.Module):
+    """In fp32 class 1 by a margin of 0.05 that no input moves; under bf16 autocast classes 0 and 1 tie
+    at 100 (bf16's spacing there is 0.5), so argmax says 0: a bf16 "success" that fp32 refutes. Counts
+    forward passes."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(64, 10)
+        with torch.no_grad():
+            self.linear.weight.normal_(0, 1e-6, generator=torch.Generator().manual_seed(0))
+            self.linear.bias.zero_()
+            self.linear.bias[:2] = torch.tensor([100.05, 100.1])
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.linear(x.flatten(1))
+
+
+@pytest.fixture
+def tie_model() -> nn.Module:
+    """A fresh `Tie` in eval mode (its forward-pass count starts at 0)."""
+    return Tie().eval()

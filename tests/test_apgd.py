@@ -139,29 +139,10 @@ def test_eot_averages_over_that_many_passes(generator):
         LinfAPGD(eot=0)
 
 
-class Tie(nn.Module):
-    """In fp32 class 1 by a margin of 0.05 that no input moves; under bf16 autocast classes 0 and 1 tie
-    at 100 (bf16's spacing there is 0.5), so argmax says 0: a bf16 "success" that fp32 refutes. Counts
-    forward passes."""
-
-    def __init__(self):
-        super().__init__()
-        self.linear = nn.Linear(64, 10)
-        with torch.no_grad():
-            self.linear.weight.normal_(0, 1e-6, generator=torch.Generator().manual_seed(0))
-            self.linear.bias.zero_()
-            self.linear.bias[:2] = torch.tensor([100.05, 100.1])
-        self.calls = 0
-
-    def forward(self, x):
-        self.calls += 1
-        return self.linear(x.flatten(1))
-
-
 @pytest.mark.parametrize("attack", [LinfAPGD(steps=6, precision="bf16"), L2APGDT(steps=6, targets=2, precision="bf16")])
-def test_bf16_successes_are_rechecked_in_fp32(attack):
+def test_bf16_successes_are_rechecked_in_fp32(attack, tie_model):
     x = torch.rand(8, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    model = Tie().eval()
+    model = tie_model
     result = attack(model, x, torch.ones(8, dtype=torch.long), eps=0.3)
     # every point "fools" the model in bf16; none in fp32, so no example leaves and every step runs
     assert not result.success.any() and model.calls >= attack.steps * getattr(attack, "targets", 1)

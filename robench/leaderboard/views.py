@@ -136,6 +136,7 @@ def details(lb: Leaderboard) -> list[Detail]:
     """A Detail per threat of the spec, rows in the headline table's order."""
     out = []
     order = list(table(lb)[1])
+    flagged = {model: model_flags(lb, model) for model in order}  # once per model, not once per threat
     for threat in lb.spec.threats:
         detail = Detail(threat, [], {})
         descriptions: list[str] = []
@@ -148,7 +149,7 @@ def details(lb: Leaderboard) -> list[Detail]:
             detail.rows[model] = {c.name: c for c in rep.columns}
             detail.columns += [c.name for c in rep.columns if c.name not in detail.columns]
             if record.get("kind") == KIND_CHECKED:
-                found = model_flags(lb, model).get(threat, [])
+                found = flagged[model].get(threat, [])
                 detail.rows[model][COLUMN] = cell(found, checked(record))
                 detail.flags += tuple(f"{model}: {f.code}: {f.message}" for f in found)
             descriptions.append(rep.description)
