@@ -21,13 +21,13 @@ from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from robench.corruptions.base import Corruption, CorruptionThreat
 from robench.data import SPLITS, load_dataset
 from robench.errors import RobenchError, unknown_name
 from robench.files import atomic_path
 from robench.metrics import Accuracy
+from robench.progress import bar as progress_bar
 from robench.registry import CORRUPTIONS
 from robench.seeding import derived
 
@@ -150,7 +150,7 @@ def export_corruptions(corruptions: dict[str, Corruption], dataset: str, split: 
         data = load_dataset(dataset, part, data_root)
         labels = data.labels.numpy()
         labels = labels.astype(np.uint8) if len(labels) == 0 or 0 <= labels.min() and labels.max() < 256 else labels
-        bar = tqdm(corruptions.items(), desc=f"{title} {dataset} {part}", disable=not progress, unit="corruption")
+        bar = progress_bar(corruptions.items(), desc=f"{title} {dataset} {part}", unit="corruption", enabled=progress)
         for name, corruption in bar:
             chunks = []
             for start in range(0, len(data), CHUNK):

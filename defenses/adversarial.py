@@ -26,7 +26,7 @@ class PGDAdversarialTraining(TrainingDefense):
         # (whose smoothadv imports the smoothed classifier from here), so the two packages form no cycle
         self.attack = ATTACKS.create("pgd-linf", steps=steps, rel_step=rel_step, random_start=True)
 
-    def on_epoch(self, epoch: int, epochs: int) -> None:
+    def on_epoch(self, epoch: int, epochs: int, batches: int) -> None:
         self.current_eps = self.eps * min(1.0, (epoch + 1) / (self.warmup + 1))
 
     def transform(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,

@@ -20,8 +20,9 @@ class TrainingDefense(ABC):
         """An extra loss term added to the training loss (e.g. a weight regulariser), or None."""
         return None
 
-    def on_epoch(self, epoch: int, epochs: int) -> None:
-        """Called at the start of each epoch (0-based), e.g. for an eps warm-up."""
+    def on_epoch(self, epoch: int, epochs: int, batches: int) -> None:
+        """Called at the start of each epoch (0-based) of `epochs`, each of `batches` batches, e.g. for
+        an eps warm-up."""
 
 
 class InferenceDefense(nn.Module):

@@ -25,25 +25,22 @@ class IBPTraining(TrainingDefense):
     name = "ibp"
 
     def __init__(self, *, eps: float = 0.4, warmup: int = 1, ramp: int = 10, kappa: float = 0.5):
-        if not 0 < eps <= 1 or warmup < 1 or ramp < 0 or not 0 <= kappa <= 1:
-            raise RobenchError(f"{self.name} training needs 0 < eps <= 1, warmup >= 1 epoch (the first epoch counts "
-                               f"the batches the ramp steps through), ramp >= 0 and 0 <= kappa <= 1; got eps={eps}, "
-                               f"warmup={warmup}, ramp={ramp}, kappa={kappa}.")
+        if not 0 < eps <= 1 or warmup < 0 or ramp < 0 or not 0 <= kappa <= 1:
+            raise RobenchError(f"{self.name} training needs 0 < eps <= 1, warmup >= 0 epochs, ramp >= 0 and "
+                               f"0 <= kappa <= 1; got eps={eps}, warmup={warmup}, ramp={ramp}, kappa={kappa}.")
         self.eps, self.warmup, self.ramp, self.kappa = float(eps), warmup, ramp, float(kappa)
         self.epoch = 0
         self.batch = 0  # batches seen in this epoch
-        self.per_epoch: int | None = None
+        self.per_epoch = 0  # batches per epoch, from `on_epoch`
         #: the batch `transform` saw last and its schedule, for `penalty`
         self.current: tuple[torch.Tensor, torch.Tensor, dict[str, float]] | None = None
 
-    def on_epoch(self, epoch: int, epochs: int) -> None:
-        if self.per_epoch is None and epoch > 0:
-            self.per_epoch = self.batch
-        self.epoch, self.batch = epoch, 0
+    def on_epoch(self, epoch: int, epochs: int, batches: int) -> None:
+        self.epoch, self.batch, self.per_epoch = epoch, 0, batches
 
     def progress(self) -> float:
         """Where the current batch is in the ramp: 0 before it, 1 after it."""
-        if self.epoch < self.warmup or self.per_epoch is None:
+        if self.epoch < self.warmup:
             return 0.0
         if self.ramp == 0:
             return 1.0

@@ -161,7 +161,7 @@ def certify(model: Any, threat: "Threat | None" = None, *, out: str | os.PathLik
 # -- corrupted copies of a dataset -------------------------------------------------------------------
 
 def export_corruptions(suite: str, dataset: str, split: str, out: str | os.PathLike, *, data_root: str | None = None,
-                       seed: int = 0, progress: bool = False) -> Path:
+                       seed: int = 0, progress: bool = True) -> Path:
     """Write `dataset`/`split` ('train', 'test' or 'all') under every corruption of `suite` (a corruption
     suite such as "mnist-c" in its official layout, or one corruption's name) to the folder `out`;
     the same seed gives the same files. Returns the folder."""

@@ -12,13 +12,14 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from robench import naming
 from robench.data import DataSlice, load_dataset
 from robench.errors import RobenchError
 from robench.executors import LocalExecutor
 from robench.identity import code_digest, weights_digest
 from robench.inference import check_logits, check_weights, resolve_device, warn_if_probabilities
+from robench.progress import bar as progress_bar
 from robench.spec import ThreatSpec
 from robench.store import Store
 from robench.threats import Outputs, Threat, ThreatContext, build_threat
@@ -162,7 +163,7 @@ def evaluate(model: nn.Module | str, threats: str | ThreatSpec | Threat | Sequen
              dataset: str = "mnist", split: str = "test", n: int | None = None,
              indices: Sequence[int] | None = None, data_root: str | None = None,
              store: Store | str | None = None, seed: int = 0, device: str | torch.device | None = None,
-             model_name: str | None = None, shard_size: int | None = None, progress: bool = False,
+             model_name: str | None = None, shard_size: int | None = None, progress: bool = True,
              executor: Any = None, with_outputs: bool = False) -> list[Record]:
     """Evaluate `model` (an nn.Module taking images in [0, 1], or a zoo name or ``package.module:callable``
     loaded by robench.zoo.resolve) under each threat on the first `n` examples (or the given `indices`) of
@@ -179,7 +180,7 @@ def evaluate(model: nn.Module | str, threats: str | ThreatSpec | Threat | Sequen
     if not isinstance(model, nn.Module):
         raise RobenchError(f"model must be a torch.nn.Module, a zoo name or package.module:callable; "
                            f"got {type(model).__name__}.")
-    model_name = model_name or type(model).__name__
+    model_name = model_name or naming.model_name(model)
     data = load_dataset(dataset, split, data_root).select(n=n, indices=indices)
     dev = resolve_device(device)
     modes = [(m, m.training) for m in model.modules()]
@@ -246,15 +247,15 @@ def _evaluate_threat(model, model_name, identity: dict[str, str], threat: Threat
             after = parts[task.part].after
             if after is not None:
                 task.previous = done[shards[task.start // size][after]]
-        total = len(data) * len(names)
+        total, share = len(data), 1 / len(names)  # in examples: a shard's parts each count their share
         # a chain of stages names the stage in its bar (one bar per stage: "... | autoattack | apgd-t")
         stage = f" | {', '.join(dict.fromkeys(n.rsplit('/', 1)[-1] for n in names))}" if max(depth.values()) else ""
-        bar = tqdm(total=total, initial=total - sum(t.stop - t.start for t in pending),
-                   desc=f"{model_name} | {threat.spec.name}{stage}", unit="ex", disable=not progress, leave=False)
+        bar = progress_bar(total=total, initial=total - share * sum(t.stop - t.start for t in pending),
+                           desc=f"{model_name} | {threat.spec.name}{stage}", unit="ex", enabled=progress)
         for task, outputs in executor.run(compute_shard, (model, parts, str(dev)), pending):
             store.put_shard(task.key, threat.canonical, model_name, outputs)
             done[task.key] = outputs
-            bar.update(task.stop - task.start)
+            bar.update(share * (task.stop - task.start))
         bar.close()
     per_shard = [{k: v for key in keys.values() for k, v in done[key].items()} for keys in shards]
     merged = threat.combine(per_shard[0] if len(per_shard) == 1 else

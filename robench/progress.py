@@ -28,16 +28,18 @@ def interactive(stream: IO | None = None) -> bool:
 
 def bar(iterable: Iterable | None = None, *, total: float | None = None, desc: str = "", unit: str = "it",
         initial: float = 0, enabled: bool = True, leave: bool = False, stream: IO | None = None,
-        interval: float = INTERVAL) -> Any:
+        interval: float | None = None) -> Any:
     """A progress bar with tqdm's interface (update, set_postfix, close, iteration, `with`): tqdm.auto's
-    where `interactive(stream)`, else a `Lines` printer, or a silent tqdm when not `enabled`."""
+    where `interactive(stream)`, else a `Lines` printer (a line per `interval`, default `INTERVAL`,
+    seconds), or a silent tqdm when not `enabled`."""
     from tqdm.auto import tqdm
 
     if not enabled:
         return tqdm(iterable, total=total, disable=True)
     if interactive(stream):
         return tqdm(iterable, total=total, desc=desc, unit=unit, initial=initial, leave=leave, file=stream)
-    return Lines(iterable, total=total, desc=desc, unit=unit, initial=initial, stream=stream, interval=interval)
+    return Lines(iterable, total=total, desc=desc, unit=unit, initial=initial, stream=stream,
+                 interval=INTERVAL if interval is None else interval)
 
 
 def duration(seconds: float) -> str:

@@ -4,15 +4,16 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from robench.data import DataSplit
 from robench.errors import RobenchError
+from robench.progress import bar as progress_bar
 from robench.registry import DEFENSES
 
 @contextmanager
@@ -51,18 +52,23 @@ class Recipe:
 
 
 def train(model: nn.Module, data: DataSplit, recipe: Recipe, *, device: str | torch.device = "cpu",
-          progress: bool = True) -> dict[str, Any]:
+          progress: bool = True, checkpoint: str | Path | None = None) -> dict[str, Any]:
     """Train `model` in place on `data` with `recipe`, with the recipe's torch threads whatever the caller's
-    setting; returns a summary (final loss, train accuracy, time, threads and the CPU kernels' instruction set)."""
+    setting; returns a summary (final loss, train accuracy, time, threads and the CPU kernels' instruction set).
+
+    With `checkpoint` (a file path), the state after each epoch (weights, optimizer, schedule, random
+    streams) is written there, and a killed run started again resumes after its last finished epoch, to
+    the weights an uninterrupted run gives. A checkpoint of another recipe, torch build, CPU instruction
+    set or device is not resumed from: training starts over. The caller removes the file when done."""
     if recipe.epochs < 1 or recipe.batch_size < 1 or recipe.lr <= 0 or recipe.threads < 1:
         raise RobenchError(f"recipe needs epochs, batch_size, threads >= 1 and lr > 0; got {recipe.as_dict()}.")
     with torch_threads(recipe.threads):
-        summary = _train(model, data, recipe, device, progress)
+        summary = _train(model, data, recipe, device, progress, None if checkpoint is None else Path(checkpoint))
     return {**summary, "torch_threads": recipe.threads, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
 def _train(model: nn.Module, data: DataSplit, recipe: Recipe, device: str | torch.device,
-           progress: bool) -> dict[str, Any]:
+           progress: bool, checkpoint: Path | None) -> dict[str, Any]:
     defense = DEFENSES.create(recipe.defense, **recipe.defense_params) if recipe.defense else None
     generator = torch.Generator().manual_seed(recipe.seed)
     torch.manual_seed(recipe.seed)
@@ -70,13 +76,16 @@ def _train(model: nn.Module, data: DataSplit, recipe: Recipe, device: str | torc
     optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr)
     steps_per_epoch = -(-len(data) // recipe.batch_size)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, recipe.epochs * steps_per_epoch)
+    state = _Checkpoint(checkpoint, recipe, device, model, optimizer, scheduler, generator)
+    first = state.resume(progress)
     start = time.perf_counter()
-    bar = tqdm(total=recipe.epochs * steps_per_epoch, desc="train", unit="batch", disable=not progress)
+    bar = progress_bar(total=recipe.epochs * steps_per_epoch, initial=first * steps_per_epoch, desc="train",
+                       unit="batch", enabled=progress)
     seen = correct = 0
     loss_sum = 0.0
-    for epoch in range(recipe.epochs):
+    for epoch in range(first, recipe.epochs):
         if defense is not None:
-            defense.on_epoch(epoch, recipe.epochs)
+            defense.on_epoch(epoch, recipe.epochs, steps_per_epoch)
         order = torch.randperm(len(data), generator=generator)
         seen = correct = 0
         loss_sum = 0.0
@@ -100,7 +109,55 @@ def _train(model: nn.Module, data: DataSplit, recipe: Recipe, device: str | torc
             loss_sum += loss.item() * len(y)
             bar.update()
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        state.save(epoch + 1)
     bar.close()
     model.eval()
     return {"train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
-            "seconds": round(time.perf_counter() - start, 1), "device": str(device)}
+            "seconds": round(time.perf_counter() - start, 1), "device": str(device),
+            **({"resumed_after_epoch": first} if first else {})}
+
+
+class _Checkpoint:
+    """The training state after an epoch in one file (torch.save of tensors and plain values, read back
+    with weights_only=True), written atomically; nothing when the path is None."""
+
+    def __init__(self, path: Path | None, recipe: Recipe, device, model, optimizer, scheduler, generator):
+        self.path, self.model, self.optimizer, self.scheduler, self.generator = path, model, optimizer, scheduler, generator
+        self.setting = {"recipe": recipe.as_dict(), "torch": str(torch.__version__), "device": str(device),
+                        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": recipe.threads}
+
+    def resume(self, progress: bool) -> int:
+        """Restore the saved state if it is this training's; the number of epochs already done."""
+        from robench.progress import note
+
+        if self.path is None or not self.path.is_file():
+            return 0
+        try:
+            saved = torch.load(self.path, map_location="cpu", weights_only=True)
+            usable = saved["setting"] == self.setting
+        except Exception as exc:  # a damaged file: start over (it is rewritten after the first epoch)
+            note(f"robench: ignoring the training checkpoint {self.path} ({type(exc).__name__}: {exc})",
+                 enabled=progress)
+            return 0
+        if not usable:
+            note(f"robench: the training checkpoint {self.path} is of another setting ({saved['setting']}); "
+                 "starting over", enabled=progress)
+            return 0
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.generator.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])
+        note(f"robench: resuming after epoch {saved['epoch']} from {self.path}", enabled=progress)
+        return int(saved["epoch"])
+
+    def save(self, epoch: int) -> None:
+        if self.path is None:
+            return
+        from robench.files import atomic_path
+
+        state = {"setting": self.setting, "epoch": epoch, "model": self.model.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state()}
+        with atomic_path(self.path) as tmp:
+            torch.save(state, tmp)

@@ -89,15 +89,17 @@ class ModelEntry:
             torch.manual_seed(self.recipe.seed)  # the initial weights are part of the recipe
             model = self.build()
         data = load_dataset(self.dataset, "train", data_root)
-        summary = train(model, data, self.recipe, device=device, progress=progress)
-        model.cpu()
         path = self.cache_path
+        checkpoint = path.with_suffix(".partial.pt")  # a killed training resumes from its last epoch
+        summary = train(model, data, self.recipe, device=device, progress=progress, checkpoint=checkpoint)
+        model.cpu()
         with atomic_path(path) as tmp:
             save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp),
                       metadata={"entry": self.name, "recipe_hash": self.recipe_hash})
             meta = {"entry": self.name, "recipe": self.recipe.as_dict(), "sha256": file_digest(tmp, "sha256"),
                     "torch": torch.__version__, **summary}
             atomic_write(path.with_suffix(".json"), json.dumps(meta, indent=2))
+        checkpoint.unlink(missing_ok=True)
         note(f"robench: trained {self.name} in {duration(time.perf_counter() - start)}; wrote {path} and "
              f"{path.with_suffix('.json').name}", enabled=progress)
         return model
@@ -276,7 +278,9 @@ def resolve(name: str, *, weights: str | None = None, sha256: str | None = None,
     if sha256 and not weights:
         raise RobenchError("--weights-sha256 checks a --weights file; give --weights too.")
     if ":" in name:
-        return load_user_model(name, weights, sha256)
+        from robench.naming import name_model
+
+        return name_model(load_user_model(name, weights, sha256), name)
     if weights:
         raise RobenchError("--weights goes with --model package.module:callable, not with a zoo name.")
     return get(name).load(data_root=data_root, progress=progress)

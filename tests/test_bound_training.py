@@ -20,7 +20,7 @@ def _walk(defense, epochs: int, batches: int) -> list[dict[str, float]]:
     seen = []
     x, y = torch.zeros(2, 1, 2, 2), torch.zeros(2, dtype=torch.long)
     for epoch in range(epochs):
-        defense.on_epoch(epoch, epochs)
+        defense.on_epoch(epoch, epochs, batches)
         for _ in range(batches):
             defense.transform(None, x, y, None)
             seen.append(defense.current[2])
@@ -43,7 +43,7 @@ def test_crown_ibp_schedule_takes_beta_from_one_to_zero_and_kappa_to_zero():
     assert steps[-1] == {"eps": 0.4, "kappa": 0.0, "beta": 0.0}
 
 
-@pytest.mark.parametrize("kwargs", [dict(eps=0), dict(eps=1.5), dict(warmup=0), dict(ramp=-1), dict(kappa=2)])
+@pytest.mark.parametrize("kwargs", [dict(eps=0), dict(eps=1.5), dict(warmup=-1), dict(ramp=-1), dict(kappa=2)])
 def test_bad_parameters_are_one_line_errors(kwargs):
     with pytest.raises(RobenchError) as info:
         DEFENSES.create("ibp", **kwargs)
@@ -60,10 +60,10 @@ def test_the_loop_with_the_penalty_minimises_the_papers_mix(method):
     """CE(z, y) + penalty == kappa CE(z, y) + (1 - kappa) CE(-m, y), with m the beta mix of the bounds."""
     net, x, y = _net(), torch.rand(8, 1, 4, 4), torch.arange(8) % 3
     defense = DEFENSES.create(method, eps=0.2, warmup=1, ramp=2)
-    defense.on_epoch(0, 3)
+    defense.on_epoch(0, 3, 1)
     defense.transform(net, x, y, None)
-    defense.penalty(net)  # the first epoch counts its batch
-    defense.on_epoch(1, 3)
+    defense.penalty(net)  # natural training: the warm-up epoch
+    defense.on_epoch(1, 3, 1)
     defense.transform(net, x, y, None)
     assert defense.penalty(net) is None  # the ramp's first batch: eps 0
     defense.transform(net, x, y, None)  # half way up the ramp

@@ -105,11 +105,11 @@ def test_pgd_at_eps_warm_up():
     defense = PGDAdversarialTraining(eps=0.3, warmup=2)
     seen = []
     for epoch in range(5):
-        defense.on_epoch(epoch, 5)
+        defense.on_epoch(epoch, 5, 10)
         seen.append(defense.current_eps)
     assert seen == pytest.approx([0.1, 0.2, 0.3, 0.3, 0.3])
     no_ramp = PGDAdversarialTraining(eps=0.3)
-    no_ramp.on_epoch(0, 5)
+    no_ramp.on_epoch(0, 5, 10)
     assert no_ramp.current_eps == 0.3
 
 

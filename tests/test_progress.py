@@ -127,3 +127,41 @@ def test_every_timed_entry_is_in_the_zoo():
     from robench.zoo import TRAINING_MINUTES
 
     assert set(TRAINING_MINUTES) <= set(robench.list_models()) and min(TRAINING_MINUTES.values()) > 0
+
+
+def test_evaluate_names_a_zoo_model_and_a_user_module_after_what_they_were_loaded_as(embedded_model, tmp_path,
+                                                                                     monkeypatch):
+    import sys
+
+    import robench
+    from robench import zoo
+
+    store = tmp_path / "s.sqlite"
+    (record,) = robench.evaluate(embedded_model, "clean", dataset="mnist-5k", n=8, store=store, progress=False)
+    assert record.model == "mnist5k-small-cnn"  # the loaded entry's name, not "Sequential"
+    (tmp_path / "mynets.py").write_text("from torch import nn\n\n"
+                                        "def make():\n    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "mynets", raising=False)
+    user = zoo.resolve("mynets:make")
+    (record,) = robench.evaluate(user, "clean", dataset="mnist-5k", n=8, store=store, progress=False)
+    assert record.model == "mynets:make"
+    (record,) = robench.evaluate(user, "clean", dataset="mnist-5k", n=8, store=store, progress=False,
+                                 model_name="mine")
+    assert record.model == "mine"  # an explicit name wins
+
+
+def test_evaluation_and_training_print_progress_lines_by_default_when_output_is_not_a_terminal(
+        embedded_model, tmp_path, monkeypatch, capsys):
+    import robench
+    from robench import zoo
+    from robench.training import Recipe
+
+    monkeypatch.setattr(progress, "INTERVAL", 0.0)
+    robench.evaluate(embedded_model, "pgd-linf:eps=0.1,steps=2", dataset="mnist-5k", n=16, store=tmp_path / "s.sqlite",
+                     shard_size=8)
+    err = capsys.readouterr().err
+    assert "mnist5k-small-cnn | pgd-linf: 16/16 ex (100%)" in err, err
+    monkeypatch.setenv("ROBENCH_CACHE", str(tmp_path))
+    zoo.ModelEntry("tiny-mlp", "mnist-5k", "mlp", Recipe(epochs=1)).load()
+    assert "train: " in capsys.readouterr().err

@@ -144,3 +144,37 @@ def test_zoo_training_reproduces_the_committed_leaderboard_weights(data_root, tm
     finally:
         torch.set_num_threads(before)
     assert model_fingerprint(model) == record["provenance"]["model_sha256"]
+
+
+def test_a_killed_training_resumes_after_its_last_epoch_to_the_weights_of_an_uninterrupted_run(tmp_path,
+                                                                                              monkeypatch, capsys):
+    from robench import training
+    from robench.evaluate import model_fingerprint
+
+    entry = ModelEntry("tiny-noisy-mlp", "mnist-5k", "mlp", Recipe("gaussian", {"sigma": 0.5}, epochs=3))
+    monkeypatch.setenv("ROBENCH_CACHE", str(tmp_path / "straight"))
+    straight = model_fingerprint(entry.train(progress=False))
+
+    monkeypatch.setenv("ROBENCH_CACHE", str(tmp_path / "killed"))
+    save = training._Checkpoint.save
+
+    def killed_after_epoch_two(self, epoch):
+        save(self, epoch)
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training._Checkpoint, "save", killed_after_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        entry.train(progress=False)
+    checkpoint = entry.cache_path.with_suffix(".partial.pt")
+    assert checkpoint.is_file() and not entry.is_cached()
+    monkeypatch.undo()
+    monkeypatch.setenv("ROBENCH_CACHE", str(tmp_path / "killed"))
+    resumed = entry.train(progress=True)
+    assert "robench: resuming after epoch 2 from " in capsys.readouterr().err
+    assert model_fingerprint(resumed) == straight
+    assert json.loads(entry.cache_path.with_suffix(".json").read_text())["resumed_after_epoch"] == 2
+    assert not checkpoint.exists()  # removed once the weights are cached
+
+    checkpoint.write_bytes(b"not a checkpoint")  # a damaged file is ignored: training starts over
+    assert training._Checkpoint(checkpoint, entry.recipe, "cpu", *[None] * 4).resume(progress=False) == 0
