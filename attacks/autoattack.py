@@ -23,7 +23,7 @@ import torch
 from robench.attacks.apgd import L2APGD, L2APGDT, LinfAPGD, LinfAPGDT
 from robench.attacks.base import Attack, AttackThreat
 from robench.attacks.fab import L2FABT, LinfFABT
-from robench.attacks.norms import perturbation_norm
+from robench.attacks.norms import NORM_NAMES, perturbation_norm
 from robench.attacks.square import L2Square, LinfSquare
 from robench.errors import RobenchError
 from robench.flags import Flag
@@ -74,7 +74,7 @@ class AutoAttack:
             raise RobenchError(f"autoattack norm must be linf or l2; got {norm!r}.")
         self.norm, self.version = norm, version
         self.attacks = ensemble(norm, version)
-        self.label = f"AutoAttack {'Linf' if norm == 'linf' else 'L2'}" + ("" if version == "standard" else f" {version}")
+        self.label = f"AutoAttack {NORM_NAMES[norm]}" + ("" if version == "standard" else f" {version}")
 
     @classmethod
     def as_threat(cls, eps: Any, **hyperparameters: Any) -> "AutoAttackThreat":

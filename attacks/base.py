@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from robench.attacks.norms import NORM_ORDERS, perturbation_norm
+from robench.attacks.norms import NORM_NAMES, NORM_ORDERS, perturbation_norm
 from robench.errors import RobenchError
 from robench.inference import check_images, predict
 from robench.metrics import Accuracy, accuracy
@@ -216,6 +216,8 @@ class AttackThreat(Threat):
         columns += [Column(f"eps {number(e)}", a, head=number(e)) for e, a in robust.items()]
         columns += [Column(f"mean norm @{number(e)}", v) for e, v in metrics.get("mean_perturbation_norm", {}).items()]
         points = [(0.0, clean.value, *clean.interval)] + [(e, a.value, *a.interval) for e, a in robust.items()]
-        return Report(label, f"{label}: robust accuracy ({self.attack.norm} eps), an example counting only if correct "
+        norm = NORM_NAMES[self.attack.norm]
+        return Report(label, f"{label}: robust accuracy ({norm} eps), an example counting only if correct "
                              "on clean input and under every restart", tuple(columns),
-                      (Curve("robustness_curve", label, "eps", tuple(points)),))
+                      (Curve(f"robustness_curve_{self.attack.norm}", label, f"{norm} eps (pixels in [0, 1])",
+                             tuple(points)),))

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 
 NORM_ORDERS = {"linf": float("inf"), "l2": 2, "l1": 1, "l0": 0}
+#: how tables and figures write each norm
+NORM_NAMES = {"linf": "Linf", "l2": "L2", "l1": "L1", "l0": "L0"}
 
 
 def perturbation_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:

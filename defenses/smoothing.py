@@ -193,7 +193,7 @@ class SmoothingThreat(Threat):
                     Column("max radius", metrics["max_radius"])]
         return Report(
             "certified", f"randomized smoothing (sigma {self.sigma:g}): certified L2 accuracy by CERTIFY", tuple(columns),
-            (Curve("certified_accuracy", "Certified accuracy", "L2 radius",
+            (Curve("certified_accuracy", "Certified accuracy", "L2 radius (pixels in [0, 1])",
                    tuple((r, a.value, *a.interval) for r, a in certified.items())),),
             notes=("Certified: randomized-smoothing certified accuracy at that L2 radius.",),
             provenance=(f"CERTIFY with n0={self.n0}, n={self.n}, alpha={self.alpha:g}, {self.precision}: no radius "
@@ -220,11 +220,12 @@ def certify(model: nn.Module, x: torch.Tensor, y: torch.Tensor, out: str | Path,
 
 
 def write_certification(threat: SmoothingThreat, outputs: Outputs, indices: Sequence[int], out: str | Path, *,
-                        label: str = "") -> dict[str, Any]:
+                        label: str = "", data: str = "") -> dict[str, Any]:
     """For ``out = path/name.tsv`` write: the per-example table `out` (tab-separated idx, label, predict,
     radius, correct, time, as the original tool), ``name_certified.tsv`` (radius, certified accuracy with
-    its 95% interval and n), ``name_certified.png`` (certified accuracy against radius) and
-    ``name_summary.json`` (the threat's metrics with the ACR). Returns the summary, with the paths."""
+    its 95% interval and n), ``name_certified.png`` (certified accuracy against radius, titled with `data`,
+    e.g. "mnist test", where given) and ``name_summary.json`` (the threat's metrics with the ACR). Returns
+    the summary, with the paths."""
     from robench.files import atomic_write
     from robench.plots import certified_accuracy_curve
 
@@ -243,8 +244,9 @@ def write_certification(threat: SmoothingThreat, outputs: Outputs, indices: Sequ
     atomic_write(table, "".join("\t".join(map(str, line)) + "\n" for line in lines))
     png = certified_accuracy_curve({label or f"sigma={threat.sigma}": (outputs["radius"], outputs["correct"])},
                                    f"{stem}_certified.png",
-                                   title=f"sigma={threat.sigma}, n0={threat.n0}, n={threat.n}, alpha={threat.alpha}, "
-                                         f"{threat.precision}", xlabel="L2 radius")
+                                   title=f"Randomized smoothing{f' on {data}' if data else ''}: sigma={threat.sigma}, "
+                                         f"n0={threat.n0}, n={threat.n}, alpha={threat.alpha}, {threat.precision}",
+                                   xlabel="L2 radius (pixels in [0, 1])")
     summary.update(threat=threat.canonical, files={"examples": str(out), "table": str(table), "plot": str(png)})
     atomic_write(Path(f"{stem}_summary.json"), json.dumps(summary, indent=2))
     return summary

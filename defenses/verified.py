@@ -103,7 +103,8 @@ class BoundThreat(Threat):
         return Report(f"{self.label} verified",
                       f"{self.label}: verified Linf accuracy, an example counting when correct and every margin's "
                       "lower bound over the eps ball is positive", tuple(columns),
-                      (Curve("verified_curve", f"{self.label} verified", "Linf eps", tuple(points)),),
+                      (Curve("verified_curve", f"{self.label} verified", "Linf eps (pixels in [0, 1])",
+                             tuple(points)),),
                       notes=(f"{self.label} verified: accuracy certified by {self.label} bounds at that Linf eps "
                              "(deterministic, sound up to fp32 rounding).",))
 

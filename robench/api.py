@@ -154,7 +154,8 @@ def certify(model: Any, threat: "Threat | None" = None, *, out: str | os.PathLik
     record, = robench.evaluate(model, threat, dataset=dataset, split=split, n=n_examples, with_outputs=True,
                                **kwargs)
     name = label or kwargs.get("model_name") or record.model
-    summary = smoothing.write_certification(threat, record.outputs, range(record.n), out, label=name)
+    summary = smoothing.write_certification(threat, record.outputs, range(record.n), out, label=name,
+                                            data=f"{record.dataset} {record.split}")
     return Certification(record, summary)
 
 

@@ -1,5 +1,5 @@
 """The `--out` folder of a run: records.json, results.md and results.csv, and one figure per kind of
-curve the Records' threats report (robench.report.Curve.figure: robustness_curve.png, ...)."""
+curve the Records' threats report (robench.report.Curve.figure: robustness_curve_linf.png, ...)."""
 from __future__ import annotations
 
 import os

@@ -47,7 +47,7 @@ Point = tuple[Union[float, str], float, Union[float, None], Union[float, None]]
 class Curve:
     """A series to plot for one Record (one model): y against x."""
 
-    #: the figure it belongs to (file name stem of `robench run --out`), e.g. "robustness_curve"
+    #: the figure it belongs to (file name stem of `robench run --out`), e.g. "robustness_curve_linf"
     figure: str
     title: str
     x: str

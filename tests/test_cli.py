@@ -47,7 +47,7 @@ def test_run_formats_and_outputs(capsys, tmp_path, embedded_model):
     rows = list(csv.DictReader(io.StringIO(out)))
     assert rows[0]["model"] == "mnist5k-small-cnn" and float(rows[0]["pgd-linf 0.2"]) <= float(rows[0]["clean"])
     assert {p.name for p in (tmp_path / "out").iterdir()} == {"records.json", "results.md", "results.csv",
-                                                              "robustness_curve.png"}
+                                                              "robustness_curve_linf.png"}
     code, out, _ = run(capsys, "run", "--model", "mnist5k-small-cnn", "--threat", "pgd-linf:eps=0.1|0.2,steps=5",
                        *BASE, *store)
     assert out.splitlines()[0].split() == ["model", "clean", "pgd-linf", "0.1", "pgd-linf", "0.2", "flags"]
@@ -59,8 +59,8 @@ def test_benchmark_file(capsys, tmp_path, embedded_model):
     code, out, _ = run(capsys, "run", str(bench), "--quiet", "--store", str(tmp_path / "s.sqlite"),
                        "--format", "json", "--out", str(tmp_path / "out"))
     assert code == 0 and json.loads(out)[0]["n"] == 30
-    title, described = figure_text(tmp_path / "out" / "robustness_curve.png")
-    assert title.endswith(" on mnist-5k test, n = 30") and described.startswith("x: eps")
+    title, described = figure_text(tmp_path / "out" / "robustness_curve_linf.png")
+    assert title.endswith(" on mnist-5k test, n = 30") and described.startswith("x: Linf eps (pixels in [0, 1])")
     assert "; y: accuracy (%); legend: mnist5k-small-cnn" in described
 
 
@@ -140,8 +140,8 @@ def test_quickstart_end_to_end(capsys, tmp_path, embedded_model):
     assert "Accuracy in %, with the 95% Clopper-Pearson interval in brackets." in out
     records = json.loads((tmp_path / "qs" / "records.json").read_text())
     assert {r["model"] for r in records} == {"mnist5k-small-cnn", "mnist5k-mlp"}
-    assert (tmp_path / "qs" / "robustness_curve.png").stat().st_size > 10_000
-    for figure, x in (("robustness_curve", "eps"), ("corruption_accuracy", "corruption"), ("bitflip", "bit flips"),
+    assert (tmp_path / "qs" / "robustness_curve_linf.png").stat().st_size > 10_000
+    for figure, x in (("robustness_curve_linf", "Linf eps (pixels in [0, 1])"), ("corruption_accuracy", "corruption"), ("bitflip", "bit flips"),
                       ("certified_accuracy", "L2 radius")):
         title, described = figure_text(tmp_path / "qs" / f"{figure}.png")
         assert title.endswith(" on mnist-5k test, n = 50"), (figure, title)
@@ -185,7 +185,10 @@ def test_certify_writes_the_tables_and_resumes_from_the_store(capsys, tmp_path, 
 
     bound = 0.25 * norm.ppf(0.001 ** (1 / 200))
     assert all(float(r.split("\t")[3]) <= bound + 1e-9 for r in rows[1:])
-    assert (tmp_path / "c_certified.png").is_file() and (tmp_path / "c_summary.json").is_file()
+    assert (tmp_path / "c_summary.json").is_file()
+    title, described = figure_text(tmp_path / "c_certified.png")
+    assert title.startswith("Randomized smoothing on mnist-5k test: sigma=0.25, n0=20, n=200") and "12 examples" in title
+    assert described.startswith("x: L2 radius (pixels in [0, 1]); y: certified accuracy (%)"), described
     first = (tmp_path / "c.tsv").read_text()
     (tmp_path / "c.tsv").unlink()
     assert run(capsys, *argv)[0] == 0  # served from the store: same certificates

@@ -4,6 +4,7 @@ show, HTML escaping, and the page sorted in headless Chromium. A tiny leaderboar
 from __future__ import annotations
 
 import functools
+import html
 import json
 import re
 import shutil
@@ -98,6 +99,18 @@ def test_update_writes_entries_and_check_passes(board):
     assert clean["n"] == 40 and len(clean["ci95"]) == 2
     assert entry["records"][0]["provenance"]["model_sha256"]
     assert main(["leaderboard", "check", str(board)]) == 0
+
+
+def test_a_figure_says_what_it_shows_in_the_tables_unit(board):
+    """Title with the data and n, the x axis with its norm and unit, y in % as the tables, eps 0 = clean."""
+    lb = leaderboard.Leaderboard.load(board)
+    svg = (board / "figures" / "pgd-linf.svg").read_text()
+    texts = [html.unescape(t) for t in re.findall(r">([^<>]+)</text>", svg)]
+    assert texts[0] == "PGD Linf on Tiny test, n = 40"
+    assert "Linf eps (pixels in [0, 1])" in texts and "accuracy (%)" in texts and "100" in texts
+    assert set(lb.spec.models) <= set(texts)  # the legend
+    ticks = [t for t in texts if re.fullmatch(r"[\d.]+", t)]
+    assert ticks == ["0", "20", "40", "60", "80", "100", "0", "0.1", "0.2"]  # y in %, x from eps 0 (clean)
 
 
 def test_check_fails_on_an_edited_table(board, capsys):

@@ -354,6 +354,8 @@ def test_the_install_lines_name_extras_that_exist():
     named = {e for c in install for e in re.findall(r"\.\[([\w,-]+)\]", c) for e in e.split(",")}
     assert {"dev", "ray", "perf"} <= named <= extras, (named, extras)
     assert any("download.pytorch.org/whl/cpu" in c and "torch" in c for c in install)  # the CPU build of torch
+    oldest = re.search(r"needs Python (3\.\d+) or newer", README.read_text()).group(1)
+    assert config["options"]["python_requires"] == f">={oldest}"  # the README's versions are the package's
 
 
 def test_the_zoo_tables_times_are_the_ones_training_announces():

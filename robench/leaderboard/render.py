@@ -36,7 +36,7 @@ def _ticks(values: list[float], most: int = 8) -> list[float]:
 
 
 def svg_curves(curves: dict[str, list[tuple[float, float]]], *, title: str, xlabel: str,
-               ylabel: str = "accuracy", ymax: float = 1.0) -> str:
+               ylabel: str = "accuracy (%)", ymax: float = 100.0) -> str:
     """A small deterministic SVG line chart: one line per name through its (x, y) points; all text escaped."""
     e = html.escape
     w, h, left, right, top, bottom = 560, 330, 52, 170, 28, 40
@@ -93,12 +93,13 @@ def render_figures(lb: Leaderboard) -> dict[str, str]:
                 continue
             curve = next((c for c in report(record).curves if c.style == "line"), None)
             if curve is not None:
-                series[model] = [(float(p[0]), p[1]) for p in curve.points]
+                series[model] = [(float(p[0]), 100 * p[1]) for p in curve.points]  # in %, as the tables
                 shown = shown or curve
         if shown is not None:
             name = threat_name(threat)
             figures[f"{name.replace(':', '_')}.svg"] = svg_curves(
-                series, title=f"{shown.title} ({lb.spec.title})", xlabel=shown.x, ylabel=shown.y)
+                series, title=f"{shown.title} on {lb.spec.title} {lb.spec.split}, n = {lb.spec.n}", xlabel=shown.x,
+                ylabel=f"{shown.y} (%)")
     return figures
 
 
