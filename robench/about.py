@@ -31,6 +31,21 @@ def _source(setting: str | None, variable: str, default: str) -> str:
     return f"${variable}" if os.environ.get(variable) else default
 
 
+def cpu() -> str:
+    """This machine's CPU as Linux names it, with its vendor ("AMD EPYC (AuthenticAMD)"), else the
+    platform's processor string. Weights trained here depend on it (MKL picks kernels by vendor), so
+    training and evaluation record it."""
+    import platform
+
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    return f"{fields.get('model name', platform.machine())} ({fields.get('vendor_id', 'unknown vendor')})"
+
+
 def about(data_root: str | None = None, store: str | None = None) -> list[Fact]:
     """robench's version and commit, Python and the versions of torch, torchvision and foolbox, whether
     CUDA is available, and the cache, data, zoo and store locations in use (the given `data_root` and
@@ -56,6 +71,7 @@ def about(data_root: str | None = None, store: str | None = None) -> list[Fact]:
         Fact("robench", __version__ + (f" (git commit {commit})" if commit else ""), str(Path(__file__).parent)),
         Fact("python", sys.version.split()[0], sys.executable),
         Fact("torch", torch.__version__, cuda),
+        Fact("cpu", cpu(), f"{torch.backends.cpu.get_cpu_capability()} kernels"),
         Fact("torchvision", _version("torchvision")),
         Fact("foolbox", _version("foolbox")),
         Fact("cache", str(cache), _source(None, "ROBENCH_CACHE", "default (set ROBENCH_CACHE to move it)")),

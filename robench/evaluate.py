@@ -61,8 +61,10 @@ def _environment() -> dict[str, Any]:
     import foolbox
     import torchvision
 
+    from robench.about import cpu
+
     return {"robench": __version__, "git_commit": git_commit(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "foolbox": foolbox.__version__}
+            "torchvision": torchvision.__version__, "foolbox": foolbox.__version__, "cpu": cpu()}
 
 
 def _indices_text(indices: np.ndarray) -> str:

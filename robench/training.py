@@ -59,12 +59,15 @@ def train(model: nn.Module, data: DataSplit, recipe: Recipe, *, device: str | to
     With `checkpoint` (a file path), the state after each epoch (weights, optimizer, schedule, random
     streams) is written there, and a killed run started again resumes after its last finished epoch, to
     the weights an uninterrupted run gives. A checkpoint of another recipe, torch build, CPU instruction
-    set or device is not resumed from: training starts over. The caller removes the file when done."""
+    set, CPU or device is not resumed from: training starts over. The caller removes the file when done."""
     if recipe.epochs < 1 or recipe.batch_size < 1 or recipe.lr <= 0 or recipe.threads < 1:
         raise RobenchError(f"recipe needs epochs, batch_size, threads >= 1 and lr > 0; got {recipe.as_dict()}.")
     with torch_threads(recipe.threads):
         summary = _train(model, data, recipe, device, progress, None if checkpoint is None else Path(checkpoint))
-    return {**summary, "torch_threads": recipe.threads, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    from robench.about import cpu
+
+    return {**summary, "torch_threads": recipe.threads, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu": cpu()}
 
 
 def _train(model: nn.Module, data: DataSplit, recipe: Recipe, device: str | torch.device,
@@ -122,9 +125,12 @@ class _Checkpoint:
     with weights_only=True), written atomically; nothing when the path is None."""
 
     def __init__(self, path: Path | None, recipe: Recipe, device, model, optimizer, scheduler, generator):
+        from robench.about import cpu
+
         self.path, self.model, self.optimizer, self.scheduler, self.generator = path, model, optimizer, scheduler, generator
         self.setting = {"recipe": recipe.as_dict(), "torch": str(torch.__version__), "device": str(device),
-                        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": recipe.threads}
+                        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu": cpu(),
+                        "threads": recipe.threads}
 
     def resume(self, progress: bool) -> int:
         """Restore the saved state if it is this training's; the number of epochs already done."""

@@ -376,6 +376,9 @@ def test_help_names_the_version_and_info_the_locations_in_use(capsys, tmp_path, 
     assert f"{tmp_path / 'cache'}  " in lines["cache"] and "$ROBENCH_CACHE" in lines["cache"]
     assert f"{tmp_path / 'env-data'}  " in lines["data"] and "$ROBENCH_DATA" in lines["data"]
     assert str(tmp_path / "cache" / "results.sqlite") in lines["results store"]
+    from robench.about import cpu
+
+    assert cpu() in lines["cpu"] and "kernels" in lines["cpu"]  # weights trained here depend on it
     code, out, _ = run(capsys, "info", "--data-root", str(tmp_path / "flag"), "--store", str(tmp_path / "s.sqlite"))
     lines = {line.split("  ")[0]: line for line in out.splitlines()}
     assert f"{tmp_path / 'flag'}  " in lines["data"] and "--data-root" in lines["data"]

@@ -1,5 +1,6 @@
 import json
 import pickle
+import sys
 
 import pytest
 import torch
@@ -127,13 +128,17 @@ def test_zoo_training_reproduces_the_committed_leaderboard_weights(data_root, tm
     with the entries' instruction set and the same torch (other kernels give other weights: see
     leaderboards/README.md)."""
     from robench import leaderboard
+    from robench.about import cpu
     from robench.evaluate import model_fingerprint
 
     record = leaderboard.Leaderboard.load("mnist").records("mnist-mlp")["clean"]
     if torch.backends.cpu.get_cpu_capability() != ENTRIES_CPU or torch.__version__ != record["provenance"]["torch"]:
         pytest.skip(f"the entries were trained with torch {record['provenance']['torch']} on {ENTRIES_CPU} kernels; "
                     f"this is torch {torch.__version__} on {torch.backends.cpu.get_cpu_capability()}")
-    if _cpu_vendor() == "AuthenticAMD":
+    trained_on = record["provenance"].get("cpu")  # entries from before it was recorded: an Intel CPU
+    if trained_on is not None and trained_on != cpu():
+        pytest.skip(f"the entries were trained on {trained_on}, this is {cpu()}: MKL picks other kernels by CPU")
+    if trained_on is None and _cpu_vendor() == "AuthenticAMD":
         pytest.skip("MKL runs other kernels on AMD CPUs: on an AMD EPYC with the same torch and AVX512 kernels, "
                     "mnist-mlp trained to 157aa4b7..., not the entry's 777cac0f...")
     monkeypatch.setenv("ROBENCH_CACHE", str(tmp_path))
@@ -176,5 +181,14 @@ def test_a_killed_training_resumes_after_its_last_epoch_to_the_weights_of_an_uni
     assert json.loads(entry.cache_path.with_suffix(".json").read_text())["resumed_after_epoch"] == 2
     assert not checkpoint.exists()  # removed once the weights are cached
 
+    model = entry.build()
+    optimizer = torch.optim.Adam(model.parameters())
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, 10)
+    here = training._Checkpoint(checkpoint, entry.recipe, "cpu", model, optimizer, scheduler, torch.Generator())
+    here.save(1)
+    assert here.resume(progress=False) == 1
+    monkeypatch.setattr(sys.modules["robench.about"], "cpu", lambda: "Another CPU (GenuineIntel)")  # other kernels
+    elsewhere = training._Checkpoint(checkpoint, entry.recipe, "cpu", model, optimizer, scheduler, torch.Generator())
+    assert elsewhere.resume(progress=True) == 0 and "starting over" in capsys.readouterr().err
     checkpoint.write_bytes(b"not a checkpoint")  # a damaged file is ignored: training starts over
-    assert training._Checkpoint(checkpoint, entry.recipe, "cpu", *[None] * 4).resume(progress=False) == 0
+    assert here.resume(progress=False) == 0
