@@ -1,5 +1,6 @@
 """Randomized smoothing (Cohen, Rosenfeld, Kolter 2019): the smoothed classifier with PREDICT and
-CERTIFY, the `smoothing` certification threat, and the files `robench certify` writes.
+CERTIFY, sequential CERTIFY (the bound drawn in growing looks, stopping early; REFERENCE.md section 9), the
+`smoothing` certification threat, and the files `robench certify` writes.
 
 The base classifier is f(clip(z, 0, 1)): noise is added by `gaussian_noise` and clipped to [0, 1], as in
 Gaussian training. Clipping is a fixed function of the noisy input, so the L2 certificates still hold.
@@ -11,7 +12,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Literal, Sequence
 
 import numpy as np
 import torch
@@ -24,7 +25,6 @@ from robench.errors import RobenchError
 from robench.inference import PRECISIONS, check_images, check_precision, predict
 from robench.metrics import Accuracy, accuracy
 from robench.registry import CERTIFIERS, DEFENSES
-from robench.spec import ThreatSpec
 from robench.report import Column, Curve, Report
 from robench.threats import Kind, Outputs, Threat
 
@@ -36,9 +36,45 @@ def lower_confidence_bound(n_a: int, n: int, alpha: float) -> float:
     return 0.0 if n_a == 0 else float(stats.beta.ppf(alpha, n_a, n - n_a + 1))
 
 
+def upper_confidence_bound(n_a: float, n: int, alpha: float) -> float:
+    """One-sided (1 - alpha) Clopper-Pearson upper bound on p from n_a successes out of n."""
+    return 1.0 if n_a == n else float(stats.beta.ppf(1 - alpha, n_a + 1, n - n_a))
+
+
 def max_radius(sigma: float, n: int, alpha: float) -> float:
     """The largest radius CERTIFY can return with n samples: sigma * Phi^-1(alpha^(1/n))."""
     return sigma * float(stats.norm.ppf(alpha ** (1.0 / n)))
+
+
+def looks_for(n: int, n_max: int) -> tuple[int, ...]:
+    """The sample sizes at which sequential CERTIFY looks: n, 10 n, 100 n, ... below n_max, then n_max."""
+    sizes = [n]
+    while sizes[-1] * 10 < n_max:
+        sizes.append(sizes[-1] * 10)
+    return tuple(sizes) if sizes[-1] == n_max else (*sizes, n_max)
+
+
+def sequential_bound(draw: Callable[[int], int], looks: Sequence[int], alpha: float,
+                     targets: Sequence[float] = ()) -> tuple[float, int]:
+    """A lower confidence bound on the success probability p of `draw` (``draw(m)``: the successes of m
+    fresh draws) and the number of draws it used. At each look (cumulative sizes n_1 < ... < n_L) it takes
+    the one-sided Clopper-Pearson bound at level alpha / L; by the union bound all L bounds hold together
+    with probability >= 1 - alpha, so their running maximum, returned, is <= p with that probability. It
+    stops after a look whose bound reaches max(`targets`), or once even p at this look's (1 - alpha / L)
+    upper bound would not lift the last look's bound to the next target (futility: stopping early never
+    weakens the guarantee). With one look it is CERTIFY's bound."""
+    level = alpha / len(looks)
+    hits = used = 0
+    best = 0.0
+    for size in looks:
+        hits += draw(size - used)
+        used = size
+        best = max(best, lower_confidence_bound(hits, used, level))
+        higher = [t for t in targets if t > best]
+        if not higher or lower_confidence_bound(upper_confidence_bound(hits, used, level) * looks[-1],
+                                                looks[-1], level) < min(higher):
+            break
+    return best, used
 
 
 @DEFENSES.register("smooth")
@@ -93,12 +129,22 @@ class Smooth(InferenceDefense):
         """CERTIFY: (class, L2 radius) for one image (C, H, W), or (ABSTAIN, 0.0). The class is guessed
         from n0 noisy copies; the radius sigma * Phi^-1(pA_lower) uses n fresh copies. With probability
         at least 1 - alpha a returned class is g's prediction, robust within the radius."""
+        label, radius, _ = self.certify_sequential(x, n0, (n,), alpha, (), batch_size, generator)
+        return label, radius
+
+    def certify_sequential(self, x: torch.Tensor, n0: int, looks: Sequence[int], alpha: float,
+                           radii: Sequence[float], batch_size: int, generator: torch.Generator) -> tuple[int, float, int]:
+        """CERTIFY with pA_lower from `sequential_bound` over `looks`, stopping once the radius reaches the
+        largest of `radii` or can reach no further one: (class, L2 radius, noisy copies drawn with the n0)
+        for one image (C, H, W), or (ABSTAIN, 0.0, copies). The guarantee is CERTIFY's; with the one look
+        (n,) it is `certify`."""
         c_a = int(self.counts(x, n0, batch_size, generator).argmax())
-        n_a = int(self.counts(x, n, batch_size, generator)[c_a])
-        p_a = lower_confidence_bound(n_a, n, alpha)
+        targets = [float(stats.norm.cdf(r / self.sigma)) for r in radii]
+        p_a, used = sequential_bound(lambda m: int(self.counts(x, m, batch_size, generator)[c_a]), looks, alpha,
+                                     targets)
         if p_a < 0.5:
-            return ABSTAIN, 0.0
-        return c_a, self.sigma * float(stats.norm.ppf(p_a))
+            return ABSTAIN, 0.0, n0 + used
+        return c_a, self.sigma * float(stats.norm.ppf(p_a)), n0 + used
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Vote frequencies (N, K) of f over `samples` noisy copies of each image of `x` (N, C, H, W)."""
@@ -127,29 +173,45 @@ class SmoothingThreat(Threat):
     """Certified robustness of the smoothed model: CERTIFY on each example with (sigma, n0, n, alpha),
     noise drawn `batch` copies at a time under `precision`. Reports certified accuracy at `radii` (correct
     and radius >= r), average certified radius, abstention rate and clean accuracy of the smoothed
-    classifier (its certified prediction correct, i.e. certified accuracy at radius 0)."""
+    classifier (its certified prediction correct, i.e. certified accuracy at radius 0).
+
+    `mode` "sequential" draws the bound in looks of n, 10 n, ... up to `n_max` copies, alpha split equally
+    over them, and stops an example once it certifies the largest of `radii` or can reach no further one
+    (`sequential_bound`); its per-example outputs add the copies drawn ("samples", with the n0). "fixed"
+    (the default) is the paper's CERTIFY with n copies for every example."""
 
     kind = Kind.CERTIFICATION
     shard_size: ClassVar[int | None] = 100
+    quiet_defaults = ("mode", "n_max")
 
     @property
     def cost(self) -> float:
-        return float(self.n0 + self.n)
+        return float(self.n0 + self.looks[-1])
 
     def __init__(self, *, sigma: float = 0.25, n0: int = 100, n: int = 10_000, alpha: float = 0.001,
                  radii: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0), batch: int = 1000,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", mode: Literal["fixed", "sequential"] = "fixed", n_max: int | None = None):
         if sigma <= 0 or not 0 < alpha < 1 or min(n0, n, batch) < 1:
             raise RobenchError(f"smoothing needs sigma > 0, 0 < alpha < 1 and n0, n, batch >= 1; "
                                f"got sigma={sigma}, alpha={alpha}, n0={n0}, n={n}, batch={batch}.")
         check_precision(precision)
-        if lower_confidence_bound(n, n, alpha) <= 0.5:  # alpha^(1/n), the bound when all n draws agree
-            raise RobenchError(f"smoothing with n={n} can never certify at alpha={alpha}: even when all n noisy "
-                               f"copies agree, the lower confidence bound {alpha ** (1 / n):.3f} is not above 0.5; "
-                               f"give n >= {math.floor(math.log2(1 / alpha)) + 1}.")
+        if mode == "sequential" and n_max is None:
+            raise RobenchError("smoothing mode=sequential needs n_max, the most copies per example, "
+                               "e.g. smoothing:mode=sequential,n=1000,n_max=100000.")
+        if mode == "fixed" and n_max is not None:
+            raise RobenchError("smoothing takes n_max with mode=sequential only (fixed mode draws n copies); "
+                               "add mode=sequential or drop n_max.")
+        if n_max is not None and n_max < n:
+            raise RobenchError(f"smoothing needs n_max >= n (its first look); got n={n}, n_max={n_max}.")
+        self.looks = (n,) if n_max is None else looks_for(n, n_max)
+        last, level, name = self.looks[-1], alpha / len(self.looks), "n" if n_max is None else "n_max"
+        if lower_confidence_bound(last, last, level) <= 0.5:  # level^(1/n), the bound when all n draws agree
+            raise RobenchError(f"smoothing with {name}={last} can never certify at alpha={alpha}: even when all "
+                               f"{last} noisy copies agree, the lower confidence bound {level ** (1 / last):.3f} is "
+                               f"not above 0.5; give {name} >= {math.floor(math.log2(1 / level)) + 1}.")
         self.sigma, self.n0, self.n, self.alpha = float(sigma), n0, n, float(alpha)
         self.radii = tuple(sorted(float(r) for r in radii))
-        self.batch, self.precision = batch, precision
+        self.batch, self.precision, self.mode, self.n_max = batch, precision, mode, n_max
 
     @classmethod
     def as_threat(cls, **params: Any) -> "SmoothingThreat":
@@ -162,12 +224,22 @@ class SmoothingThreat(Threat):
         rows = []
         for xi, yi in zip(x, y.tolist()):
             start = time.perf_counter()
-            label, radius = smooth.certify(xi, self.n0, self.n, self.alpha, self.batch, generator)
-            rows.append((yi, label, radius, label == yi, time.perf_counter() - start))
-        label, pred, radius, correct, seconds = (np.array(c) for c in zip(*rows))
-        return {"label": label.astype(np.int64), "predict": pred.astype(np.int64),
-                "radius": radius.astype(np.float64), "correct": correct.astype(bool),
-                "time": seconds.astype(np.float64)}
+            label, radius, samples = smooth.certify_sequential(xi, self.n0, self.looks, self.alpha, self.radii,
+                                                               self.batch, generator)
+            rows.append((yi, label, radius, label == yi, time.perf_counter() - start, samples))
+        label, pred, radius, correct, seconds, samples = (np.array(c) for c in zip(*rows))
+        outputs = {"label": label.astype(np.int64), "predict": pred.astype(np.int64),
+                   "radius": radius.astype(np.float64), "correct": correct.astype(bool),
+                   "time": seconds.astype(np.float64)}
+        if self.mode == "sequential":
+            outputs["samples"] = samples.astype(np.int64)
+        return outputs
+
+    def samples(self, outputs: Outputs) -> np.ndarray:
+        """Noisy copies drawn per example, the n0 included (fixed mode draws n0 + n for each, unstored)."""
+        if "samples" in outputs:
+            return outputs["samples"]
+        return np.full(len(outputs["label"]), self.n0 + self.n, dtype=np.int64)
 
     def summarize(self, outputs: Outputs) -> dict[str, Any]:
         correct, radius = outputs["correct"].astype(bool), outputs["radius"]
@@ -176,8 +248,10 @@ class SmoothingThreat(Threat):
             "average_certified_radius": float(np.where(correct, radius, 0.0).mean()),
             "abstention_rate": accuracy(outputs["predict"] == ABSTAIN),
             "clean_accuracy": accuracy(correct),
-            "max_radius": max_radius(self.sigma, self.n, self.alpha),
+            "max_radius": max_radius(self.sigma, self.looks[-1], self.alpha / len(self.looks)),
             "seconds_per_example": float(np.mean(outputs["time"])),
+            "mode": self.mode,
+            "samples_per_example": float(self.samples(outputs).mean()),
         }
 
     def report(self, metrics: dict[str, Any]) -> Report:
@@ -191,12 +265,18 @@ class SmoothingThreat(Threat):
         columns += [Column("ACR", metrics["average_certified_radius"]),
                     Column("abstain", Accuracy.from_json(metrics["abstention_rate"]), higher_is_better=False),
                     Column("max radius", metrics["max_radius"])]
+        how = f"CERTIFY with n0={self.n0}, n={self.n}"
+        if self.mode == "sequential":
+            columns.append(Column("samples/example", metrics["samples_per_example"], higher_is_better=False))
+            how = (f"sequential CERTIFY with n0={self.n0}, looks at {', '.join(map(str, self.looks))} copies (alpha "
+                   f"split over {len(self.looks)}), {metrics['samples_per_example']:.0f} copies per example on average")
         return Report(
-            "certified", f"randomized smoothing (sigma {self.sigma:g}): certified L2 accuracy by CERTIFY", tuple(columns),
+            "certified", f"randomized smoothing (sigma {self.sigma:g}): certified L2 accuracy by "
+                         f"{'sequential ' if self.mode == 'sequential' else ''}CERTIFY", tuple(columns),
             (Curve("certified_accuracy", "Certified accuracy", "L2 radius (pixels in [0, 1])",
                    tuple((r, a.value, *a.interval) for r, a in certified.items())),),
             notes=("Certified: randomized-smoothing certified accuracy at that L2 radius.",),
-            provenance=(f"CERTIFY with n0={self.n0}, n={self.n}, alpha={self.alpha:g}, {self.precision}: no radius "
+            provenance=(f"{how}, alpha={self.alpha:g}, {self.precision}: no radius "
                         f"above {metrics['max_radius']:.3g} can be certified",))
 
 
@@ -204,14 +284,12 @@ def certify(model: nn.Module, x: torch.Tensor, y: torch.Tensor, out: str | Path,
             indices: Sequence[int] | None = None, sigma: float = 0.25, n0: int = 100, n: int = 100_000,
             alpha: float = 0.001, batch: int = 1000, precision: str = "fp32",
             radii: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0), seed: int = 0,
-            label: str = "") -> dict[str, Any]:
+            label: str = "", mode: str = "fixed", n_max: int | None = None) -> dict[str, Any]:
     """Certify `model` smoothed with `sigma` on images `x` (N, C, H, W) in [0, 1] with labels `y` (N,)
     and write the files of `write_certification`. (`robench certify` does the same through the results
     store, so that a killed run resumes.) Returns the summary, with the paths."""
-    threat = SmoothingThreat(sigma=sigma, n0=n0, n=n, alpha=alpha, radii=tuple(radii), batch=batch,
-                             precision=precision)
-    threat.spec = ThreatSpec("smoothing", {"sigma": sigma, "n0": n0, "n": n, "alpha": alpha, "radii": threat.radii,
-                                           "batch": batch, "precision": precision})
+    threat = certify_threat(sigma=sigma, n0=n0, n=n, alpha=alpha, batch=batch, precision=precision, radii=radii,
+                            mode=mode, n_max=n_max)
     outputs = threat.evaluate_shard(model, x, y, torch.Generator(device=x.device).manual_seed(seed))
     idx = np.arange(len(y)) if indices is None else np.asarray(indices)
     summary = write_certification(threat, outputs, idx, out, label=label)
@@ -222,7 +300,7 @@ def certify(model: nn.Module, x: torch.Tensor, y: torch.Tensor, out: str | Path,
 def write_certification(threat: SmoothingThreat, outputs: Outputs, indices: Sequence[int], out: str | Path, *,
                         label: str = "", data: str = "") -> dict[str, Any]:
     """For ``out = path/name.tsv`` write: the per-example table `out` (tab-separated idx, label, predict,
-    radius, correct, time, as the original tool), ``name_certified.tsv`` (radius, certified accuracy with
+    radius, correct, time, as the original tool, then samples: the noisy copies drawn), ``name_certified.tsv`` (radius, certified accuracy with
     its 95% interval and n), ``name_certified.png`` (certified accuracy against radius, titled with `data`,
     e.g. "mnist test", where given) and ``name_summary.json`` (the threat's metrics with the ACR). Returns
     the summary, with the paths."""
@@ -231,10 +309,10 @@ def write_certification(threat: SmoothingThreat, outputs: Outputs, indices: Sequ
 
     summary = threat.summarize(outputs)
     out = Path(out)
-    rows = [["idx", "label", "predict", "radius", "correct", "time"]]
-    rows += [[int(i), int(lab), int(p), f"{r:.3f}", int(c), f"{t:.4f}"]
-             for i, lab, p, r, c, t in zip(indices, outputs["label"], outputs["predict"], outputs["radius"],
-                                           outputs["correct"], outputs["time"])]
+    rows = [["idx", "label", "predict", "radius", "correct", "time", "samples"]]
+    rows += [[int(i), int(lab), int(p), f"{r:.3f}", int(c), f"{t:.4f}", int(k)]
+             for i, lab, p, r, c, t, k in zip(indices, outputs["label"], outputs["predict"], outputs["radius"],
+                                              outputs["correct"], outputs["time"], threat.samples(outputs))]
     atomic_write(out, "".join("\t".join(map(str, row)) + "\n" for row in rows))
     stem = out.with_suffix("")
     table = Path(f"{stem}_certified.tsv")
@@ -242,24 +320,24 @@ def write_certification(threat: SmoothingThreat, outputs: Outputs, indices: Sequ
     lines += [[r, f"{a['value']:.4f}", f"{a['ci95'][0]:.4f}", f"{a['ci95'][1]:.4f}", a["n"]]
               for r, a in summary["certified_accuracy"].items()]
     atomic_write(table, "".join("\t".join(map(str, line)) + "\n" for line in lines))
+    draws = f"n={threat.n}" if threat.mode == "fixed" else f"sequential n={threat.n}..{threat.n_max}"
     png = certified_accuracy_curve({label or f"sigma={threat.sigma}": (outputs["radius"], outputs["correct"])},
                                    f"{stem}_certified.png",
                                    title=f"Randomized smoothing{f' on {data}' if data else ''}: sigma={threat.sigma}, "
-                                         f"n0={threat.n0}, n={threat.n}, alpha={threat.alpha}, {threat.precision}",
+                                         f"n0={threat.n0}, {draws}, alpha={threat.alpha}, {threat.precision}",
                                    xlabel="L2 radius (pixels in [0, 1])")
     summary.update(threat=threat.canonical, files={"examples": str(out), "table": str(table), "plot": str(png)})
     atomic_write(Path(f"{stem}_summary.json"), json.dumps(summary, indent=2))
     return summary
 
 
-def certify_threat(*, sigma: float, n0: int, n: int, alpha: float, batch: int, precision: str,
-                   radii: Sequence[float]) -> SmoothingThreat:
-    """The threat `robench certify` evaluates for its options, built (and checked) as from a threat spec."""
-    from robench.spec import format_value
+def certify_threat(**params: Any) -> SmoothingThreat:
+    """The `smoothing` threat with these parameters (those of `SmoothingThreat`), built and checked as
+    from a threat spec."""
+    from robench.spec import ThreatSpec
     from robench.threats import build_threat
 
-    return build_threat(f"smoothing:sigma={sigma},n0={n0},n={n},alpha={alpha},batch={batch},precision={precision},"
-                        f"radii={format_value(tuple(radii))}")
+    return build_threat(ThreatSpec("smoothing", params))
 
 
 def summary_lines(summary: dict[str, Any]) -> list[str]:
@@ -270,5 +348,6 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         lines.append(f"  certified accuracy at r = {radius}: {100 * acc['value']:.1f}% "
                      f"[{100 * acc['ci95'][0]:.1f}, {100 * acc['ci95'][1]:.1f}]")
     lines.append(f"  average certified radius {summary['average_certified_radius']:.3f}, abstained "
-                 f"{100 * summary['abstention_rate']['value']:.1f}%")
+                 f"{100 * summary['abstention_rate']['value']:.1f}%, {summary['samples_per_example']:.0f} noisy "
+                 f"copies per example ({summary['mode']})")
     return lines

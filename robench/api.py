@@ -109,15 +109,17 @@ def describe_plugins(family: str, pattern: str = "*") -> list[Plugin]:
 
 def certify_threat(*, sigma: float = 0.25, n0: int = 100, n: int = 100_000, alpha: float = 0.001,
                    batch: int = 1000, precision: str = "fp32",
-                   radii: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)) -> "Threat":
+                   radii: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0), mode: str = "fixed",
+                   n_max: int | None = None) -> "Threat":
     """The randomized-smoothing certification (CERTIFY of Cohen et al. 2019) with these parameters,
     checked as a threat spec is: noise level `sigma`, `n0` draws to pick the class, `n` draws to bound its
     probability, failure probability `alpha`, `batch` noisy copies per forward pass, the certified
-    accuracy table at `radii`."""
+    accuracy table at `radii`. `mode` "sequential" draws the bound in looks of n, 10 n, ... up to `n_max`
+    and stops an example once it certifies the largest radius or can reach no further one."""
     from robench.defenses import smoothing
 
     return smoothing.certify_threat(sigma=sigma, n0=n0, n=n, alpha=alpha, batch=batch, precision=precision,
-                                    radii=radii)
+                                    radii=radii, mode=mode, n_max=n_max)
 
 
 @dataclass(frozen=True)

@@ -97,6 +97,10 @@ class Threat(ABC):
     #: the outputs of the `after` part on this shard (set by `following`; None for independent parts)
     previous: Outputs | None = None
 
+    #: parameters left out of the canonical spec while they hold their default: parameters added after
+    #: results were stored, so those keep their identity (store keys, seeds, leaderboard specs)
+    quiet_defaults: ClassVar[tuple[str, ...]] = ()
+
     spec: ThreatSpec  # canonical spec, set by build_threat
     #: the dataset, data root and examples being evaluated (set by `bind`); None where a threat is
     #: evaluated outside robench.evaluate (direct calls to evaluate_shard)
@@ -226,7 +230,8 @@ def _factory(name: str) -> Any:
 
 def build_threat(spec: str | ThreatSpec) -> Threat:
     """A configured Threat from ``"name:key=value,..."``; unknown keys, missing values and values of the
-    wrong type (see `parameters_of`) are errors, raised before anything runs."""
+    wrong type (see `parameters_of`) are errors, raised before anything runs. Its canonical spec lists
+    every parameter, defaults filled in, except the factory's `quiet_defaults` at their default."""
     spec = ThreatSpec.parse(spec) if isinstance(spec, str) else spec
     factory = _factory(spec.name)
     valid = parameters_of(factory)
@@ -241,5 +246,6 @@ def build_threat(spec: str | ThreatSpec) -> Threat:
                            + ",".join(f"{k}=..." for k in missing) + ".")
     params = {k: _coerce(spec.name, k, spec.params.get(k, p.default), p) for k, p in valid.items()}
     threat = factory.as_threat(**params)
-    threat.spec = ThreatSpec(spec.name, params)
+    quiet = getattr(factory, "quiet_defaults", ())
+    threat.spec = ThreatSpec(spec.name, {k: v for k, v in params.items() if k not in quiet or v != valid[k].default})
     return threat

@@ -180,7 +180,8 @@ def test_certify_writes_the_tables_and_resumes_from_the_store(capsys, tmp_path, 
     code, out, _ = run(capsys, *argv)
     assert code == 0 and "certified accuracy at r = 0.5" in out
     rows = (tmp_path / "c.tsv").read_text().splitlines()
-    assert rows[0].split("\t") == ["idx", "label", "predict", "radius", "correct", "time"] and len(rows) == 13
+    assert rows[0].split("\t") == ["idx", "label", "predict", "radius", "correct", "time", "samples"] and len(rows) == 13
+    assert all(r.endswith("\t220") for r in rows[1:])  # fixed n: n0 + n noisy copies for every example
     from scipy.stats import norm
 
     bound = 0.25 * norm.ppf(0.001 ** (1 / 200))
@@ -192,7 +193,7 @@ def test_certify_writes_the_tables_and_resumes_from_the_store(capsys, tmp_path, 
     first = (tmp_path / "c.tsv").read_text()
     (tmp_path / "c.tsv").unlink()
     assert run(capsys, *argv)[0] == 0  # served from the store: same certificates
-    strip = lambda text: [line.rsplit("\t", 1)[0] for line in text.splitlines()]  # noqa: E731 (time differs)
+    strip = lambda text: [line.split("\t")[:5] for line in text.splitlines()]  # noqa: E731 (time differs)
     assert strip((tmp_path / "c.tsv").read_text()) == strip(first)
 
 

@@ -151,7 +151,7 @@ def test_smoothing_threat_and_certify_files(tmp_path):
     result = certify(Halves(), x, y, tmp_path / "cert.tsv", indices=range(100, 112), sigma=0.25,
                      n0=20, n=200, alpha=0.01, batch=200, radii=(0.0, 0.5))
     lines = (tmp_path / "cert.tsv").read_text().splitlines()
-    assert lines[0].split("\t") == ["idx", "label", "predict", "radius", "correct", "time"] and len(lines) == 13
+    assert lines[0].split("\t") == ["idx", "label", "predict", "radius", "correct", "time", "samples"] and len(lines) == 13
     assert lines[1].startswith("100\t0\t0\t")
     assert (tmp_path / "cert_certified.tsv").read_text().startswith("radius\tcertified_accuracy")
     assert (tmp_path / "cert_certified.png").stat().st_size > 1000

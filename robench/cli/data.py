@@ -15,7 +15,8 @@ CORRUPT_EXAMPLES = """
 CERTIFY_EXAMPLES = """
     robench certify --model mnist-gaussian-0.25 --sigma 0.25 --n0 100 --n 100000 --alpha 0.001 \\
         --n-examples 500 --out certify/mnist-gaussian-0.25.tsv
-    robench certify --model mnist-gaussian-0.25 --sigma 0.25 --n 10000 --precision bf16 --out bf16.tsv"""
+    robench certify --model mnist-gaussian-0.25 --sigma 0.25 --n 10000 --precision bf16 --out bf16.tsv
+    robench certify --model mnist-gaussian-0.25 --mode sequential --n 1000 --n-max 100000 --out seq.tsv"""
 
 
 def cmd_corrupt(args: argparse.Namespace) -> None:
@@ -32,7 +33,7 @@ def cmd_corrupt(args: argparse.Namespace) -> None:
 
 def cmd_certify(args: argparse.Namespace) -> None:
     threat = robench.certify_threat(sigma=args.sigma, n0=args.n0, n=args.n, alpha=args.alpha, batch=args.batch,
-                                    precision=args.precision, radii=args.radii)
+                                    precision=args.precision, radii=args.radii, mode=args.mode, n_max=args.n_max)
     out = output_path(args.out, folder=False)
     check_models([args.model], args.dataset, args)
     model = load_model(args.model, args)
@@ -66,7 +67,12 @@ def add_certify(sub, parents: Parents) -> None:
     p.add_argument("--model", required=True, help="zoo name (e.g. mnist-gaussian-0.25) or package.module:callable")
     p.add_argument("--sigma", type=float, default=0.25, help="noise level (default 0.25)")
     p.add_argument("--n0", type=int, default=100, help="noise draws to pick the class (default 100)")
-    p.add_argument("--n", type=int, default=100_000, help="noise draws to bound its probability (default 100000)")
+    p.add_argument("--n", type=int, default=100_000,
+                   help="noise draws to bound its probability (default 100000; sequential: the first look)")
+    p.add_argument("--mode", choices=["fixed", "sequential"], default="fixed",
+                   help="fixed: n draws per example (the paper's CERTIFY); sequential: looks of n, 10n, ... up to "
+                        "--n-max, alpha split over them, stopping once the largest radius is certified or out of reach")
+    p.add_argument("--n-max", type=int, help="sequential: the most draws per example (e.g. 100000)")
     p.add_argument("--alpha", type=float, default=0.001, help="failure probability (default 0.001)")
     p.add_argument("--batch", type=int, default=1000, help="noisy copies per forward pass (default 1000)")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
