@@ -26,7 +26,8 @@ Value = Any  # bool | int | float | str | None | tuple of those
 
 
 def parse_value(text: str) -> Value:
-    """``"0.1|0.2"`` -> (0.1, 0.2); ``"40"`` -> 40; ``"true"`` -> True; ``"none"`` -> None; else the string."""
+    """``"0.1|0.2"`` -> (0.1, 0.2); ``"40"`` -> 40; ``"8/255"`` -> 8 / 255 (a float); ``"true"`` -> True;
+    ``"none"`` -> None; else the string."""
     if "|" in text:
         return tuple(parse_value(part) for part in text.split("|"))
     low = text.strip().lower()
@@ -34,12 +35,23 @@ def parse_value(text: str) -> Value:
         return low == "true"
     if low in ("none", "null"):
         return None
-    for convert in (int, float):
+    for convert in (int, float, _fraction):
         try:
             return convert(text)
         except ValueError:
             pass
     return text.strip()
+
+
+def _fraction(text: str) -> float:
+    """``"8/255"`` -> 8 / 255: two numbers with a slash, as budgets are written (ValueError otherwise)."""
+    top, sep, bottom = text.partition("/")
+    if not sep:
+        raise ValueError(text)
+    numerator, denominator = float(top), float(bottom)
+    if denominator == 0:
+        raise ValueError(text)
+    return numerator / denominator
 
 
 def format_value(value: Value) -> str:

@@ -27,8 +27,18 @@ def test_canonical_fills_defaults_and_normalises_numbers():
     assert "rel_step=none" in a.canonical and "steps=40" in a.canonical  # none: 2.5 * eps / steps
 
 
+def test_budgets_written_as_fractions_are_floats_in_the_canonical_form():
+    spec = ThreatSpec.parse("pgd-linf:eps=8/255|16/255,steps=10")
+    assert spec.params == {"eps": (8 / 255, 16 / 255), "steps": 10}
+    threat = build_threat("pgd-linf:eps=8/255")
+    assert threat.canonical == build_threat(f"pgd-linf:eps={8 / 255!r}").canonical
+    assert "eps=0.03137254901960784," in threat.canonical
+    assert ThreatSpec.parse("x:a=2/1,b=1/0,c=x/2,d=/tmp/f").params == {"a": 2.0, "b": "1/0", "c": "x/2", "d": "/tmp/f"}
+
+
 @pytest.mark.parametrize("text, message", [
     ("pgd-linf", "needs eps"),
+    ("pgd-linf:eps=1/0", "eps must be a finite number, or a list of them; got '1/0'"),
     ("pgd-linf:eps=0.1,stesp=3", "has no parameter stesp"),
     ("pgd-lin:eps=0.1", "Did you mean 'pgd-linf'"),
     ("pgd-linf:eps=-0.1", "eps must be >= 0"),
