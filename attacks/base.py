@@ -14,7 +14,7 @@ from robench.attacks.norms import NORM_NAMES, NORM_ORDERS, perturbation_norm
 from robench.errors import RobenchError
 from robench.inference import check_images, predict
 from robench.metrics import Accuracy, accuracy
-from robench.report import Column, Curve, Report, number
+from robench.report import Ball, Column, Curve, Report, number
 from robench.seeding import derived
 from robench.spec import as_tuple
 from robench.threats import Budget, Kind, Outputs, Threat
@@ -217,7 +217,9 @@ class AttackThreat(Threat):
         columns += [Column(f"mean norm @{number(e)}", v) for e, v in metrics.get("mean_perturbation_norm", {}).items()]
         points = [(0.0, clean.value, *clean.interval)] + [(e, a.value, *a.interval) for e, a in robust.items()]
         norm = NORM_NAMES[self.attack.norm]
+        rung = "ensemble" if self.attack.role == "ensemble" else "attacked"
         return Report(label, f"{label}: robust accuracy ({norm} eps), an example counting only if correct "
                              "on clean input and under every restart", tuple(columns),
                       (Curve(f"robustness_curve_{self.attack.norm}", label, f"{norm} eps (pixels in [0, 1])",
-                             tuple(points)),))
+                             tuple(points)),),
+                      ball=Ball(self.attack.norm, rung, robust))

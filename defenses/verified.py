@@ -18,7 +18,7 @@ from robench.errors import RobenchError
 from robench.inference import check_images, predict
 from robench.metrics import Accuracy, accuracy
 from robench.registry import CERTIFIERS
-from robench.report import Column, Curve, Report, number
+from robench.report import Ball, Column, Curve, Report, number
 from robench.spec import as_tuple
 from robench.threats import Budget, Kind, Outputs, Threat
 
@@ -106,7 +106,8 @@ class BoundThreat(Threat):
                       (Curve("verified_curve", f"{self.label} verified", "Linf eps (pixels in [0, 1])",
                              tuple(points)),),
                       notes=(f"{self.label} verified: accuracy certified by {self.label} bounds at that Linf eps "
-                             "(deterministic, sound up to fp32 rounding).",))
+                             "(deterministic, sound up to fp32 rounding).",),
+                      ball=Ball("linf", "verified", verified))
 
 
 @CERTIFIERS.register("ibp")

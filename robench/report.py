@@ -10,6 +10,8 @@ suite) shows up everywhere by implementing `Threat.report` in its own module:
 - `curves`: what to plot: one series per Record; curves with the same `figure` are drawn together.
 - `description` (one line), `notes` (the legend of the headline columns) and `provenance` (notes on
   how the numbers were obtained).
+- `ball`: for accuracy inside norm balls, the rung it stands on in the order verified <= ensemble-attacked
+  <= attacked <= clean (the leaderboards' sandwich view).
 """
 from __future__ import annotations
 
@@ -57,6 +59,20 @@ class Curve:
     style: Literal["line", "bars"] = "line"
 
 
+#: the rungs of the sandwich, lowest first: an example verified robust must withstand every attack, and
+#: the ensemble must be at least as strong as any one attack
+RUNGS = ("verified", "ensemble", "attacked")
+
+
+@dataclass(frozen=True)
+class Ball:
+    """Accuracy inside `norm` balls ("linf", "l2") of each radius, on one rung of `RUNGS`."""
+
+    norm: str
+    rung: Literal["verified", "ensemble", "attacked"]
+    accuracy: dict[float, Accuracy]
+
+
 @dataclass(frozen=True)
 class Report:
     """What one Record of a threat shows: see the module docstring."""
@@ -69,6 +85,7 @@ class Report:
     #: legend lines for the headline columns (shown once per table however many models have them)
     notes: tuple[str, ...] = ()
     provenance: tuple[str, ...] = ()
+    ball: Ball | None = None
 
     @property
     def headline(self) -> tuple[Column, ...]:

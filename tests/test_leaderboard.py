@@ -456,3 +456,34 @@ def test_package_data_ships_every_leaderboard_file():
     assert files
     for rel in files:
         assert any(fnmatch.fnmatch(rel, g) and rel.count("/") == g.count("/") for g in globs), rel
+
+
+SANDWICH = [build_threat(t).canonical for t in ("clean", "pgd-linf:eps=0.05|0.1,steps=5", "crown:eps=0.05|0.1")]
+
+
+def test_the_sandwich_shows_verified_below_attacked_below_clean_and_flags_a_broken_order(tmp_path):
+    folder = tmp_path / "sandwich"
+    folder.mkdir()
+    write_spec(folder, threats=SANDWICH, models=["ncm", "ncm-boost"])
+    leaderboard.update(folder, loader=Loader(), store=tmp_path / "store.sqlite")
+    lb = leaderboard.Leaderboard.load(folder)
+    from robench.leaderboard.views import sandwich
+
+    view = sandwich(lb)
+    assert view.columns == ["clean", "PGD Linf 0.05", "CROWN verified 0.05", "PGD Linf 0.1", "CROWN verified 0.1",
+                            "order"]
+    assert set(view.rows) == {"ncm", "ncm-boost"} and not view.flags
+    for row in view.rows.values():
+        assert row["order"] == "ok"
+        assert row["CROWN verified 0.1"].correct <= row["PGD Linf 0.1"].correct <= row["clean"].correct
+    assert sandwich(lb, "l2") is None  # no L2 threat measures a ball twice
+    readme = (folder / "README.md").read_text()
+    assert "## Sandwich (Linf)" in readme and "| ncm |" in readme.split("## Sandwich (Linf)")[1]
+
+    crown = next(r for r in lb.entries["ncm"]["records"] if r["threat"] == SANDWICH[2])
+    crown["metrics"]["verified_accuracy"]["0.1"] = dict(view.rows["ncm"]["clean"].to_json())  # a broken bound
+    view = sandwich(lb)
+    broken = view.rows["ncm"]["order"]
+    assert broken.startswith("CROWN verified 0.1 (") and "above PGD Linf 0.1" in broken
+    assert view.flags == (f"ncm: order: {broken}",)
+    assert view.rows["ncm-boost"]["order"] == "ok"

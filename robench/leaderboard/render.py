@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from robench.leaderboard.entries import FIGURES, Leaderboard
-from robench.leaderboard.views import details, note, provenance_rows, report, show, sort_value, table, threat_name
+from robench.attacks.norms import NORM_NAMES
+from robench.leaderboard.views import (details, note, provenance_rows, report, sandwich, show, sort_value, table,
+                                      threat_name)
 from robench.metrics import Accuracy
 from robench.tables import format_cell, markdown_text, render_grid
 
@@ -118,6 +120,13 @@ def render_readme(lb: Leaderboard, figures: dict[str, str]) -> str:
         lines += ["Not evaluated yet (listed as `pending` in spec.toml): "
                   + ", ".join(f"`{m}`" for m in spec.pending) + ".", ""]
     lines += ["## Threats", ""] + [f"- `{t}`" for t in spec.threats] + [""]
+    for norm in ("linf", "l2"):
+        d = sandwich(lb, norm)
+        if d is not None:
+            lines += [f"## Sandwich ({NORM_NAMES[norm]})", "", _sentence(d.description), "",
+                      render_grid(d.columns, d.rows, "markdown", note="").rstrip(), ""]
+            if d.flags:
+                lines += ["Broken order:", ""] + [f"- {markdown_text(_sentence(f))}" for f in d.flags] + [""]
     for d in details(lb):
         lines += [f"## {threat_name(d.threat)}", "", f"`{d.threat}`", ""]
         if d.description:
@@ -187,6 +196,14 @@ def render_html(lb: Leaderboard, figures: dict[str, str]) -> str:
     body.append(f"<p>{e(note(lb))}</p>")
     if spec.pending:
         body.append("<p>Not evaluated yet: " + ", ".join(f"<code>{e(m)}</code>" for m in spec.pending) + ".</p>")
+    for norm in ("linf", "l2"):
+        d = sandwich(lb, norm)
+        if d is not None:
+            body += [f"<h2>Sandwich ({e(NORM_NAMES[norm])})</h2>", f"<p>{e(_sentence(d.description))}</p>",
+                     _html_table(d.columns, d.rows)]
+            if d.flags:
+                body.append("<p>Broken order:</p><ul>" + "".join(f"<li>{e(_sentence(f))}</li>" for f in d.flags)
+                            + "</ul>")
     for d in details(lb):
         body.append(f"<h2>{e(threat_name(d.threat))}</h2><p><code>{e(d.threat)}</code></p>")
         if d.description:

@@ -6,9 +6,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from robench.attacks.norms import NORM_NAMES
 from robench.flags import COLUMN, Flag, cell, checked, flags_of
 from robench.leaderboard.entries import Leaderboard
-from robench.report import Column, Report, report_of
+from robench.metrics import Accuracy
+from robench.report import RUNGS, Column, Report, number, report_of
 from robench.spec import ThreatSpec
 from robench.threats import Kind
 from robench.tables import plain, render_grid
@@ -160,6 +162,79 @@ def details(lb: Leaderboard) -> list[Detail]:
             detail.description = descriptions[0] if len(set(descriptions)) == 1 else ""
             detail.provenance = tuple(dict.fromkeys(provenance))
             out.append(detail)
+    return out
+
+
+#: the sandwich view's column of order violations
+ORDER = "order"
+
+
+def sandwich(lb: Leaderboard, norm: str = "linf") -> Detail | None:
+    """Per model: clean accuracy, then at each eps (of `norm` balls) that two or more rungs share, every
+    threat's accuracy from the highest rung to the lowest (attacked, ensemble, verified: robench.report
+    RUNGS), and where the order verified <= ensemble <= attacked <= clean is broken (a bug in one of
+    them). None when no eps is shared."""
+    order = list(table(lb)[1])
+    balls = {model: {} for model in order}  # model -> threat -> (Report, Ball)
+    for model in order:
+        for threat, record in lb.records(model).items():
+            rep = report(record) if threat in lb.spec.threats else None
+            if rep is not None and rep.ball is not None and rep.ball.norm == norm:
+                balls[model][threat] = (rep, rep.ball)
+    rungs_at: dict[float, set[str]] = {}
+    for found in balls.values():
+        for _, ball in found.values():
+            for eps in ball.accuracy:
+                rungs_at.setdefault(eps, set()).add(ball.rung)
+    shared = sorted(eps for eps, rungs in rungs_at.items() if len(rungs) > 1)
+    if not shared:
+        return None
+    name = NORM_NAMES.get(norm, norm)
+    detail = Detail(f"sandwich:{norm}", ["clean"], {},
+                    description=f"{name} accuracy at each eps from every threat that measures it, highest rung first: "
+                                "verified <= ensemble-attacked <= attacked <= clean must hold")
+    broken: list[str] = []
+    for model in order:
+        row: dict[str, Any] = {}
+        clean = None
+        cells: list[tuple[float, int, str, Accuracy]] = []
+        for threat in lb.spec.threats:
+            if threat not in balls[model]:
+                continue
+            rep, ball = balls[model][threat]
+            clean = clean or (rep.baseline.value if rep.baseline is not None else None)
+            for eps in shared:
+                if eps in ball.accuracy:
+                    cells.append((eps, RUNGS.index(ball.rung), f"{rep.label} {number(eps)}", ball.accuracy[eps]))
+        if not cells:
+            continue
+        cells.sort(key=lambda c: (c[0], -c[1]))
+        row["clean"] = clean
+        for _, _, title, acc in cells:
+            row[title] = acc
+            if title not in detail.columns:
+                detail.columns.append(title)
+        found = _order_violations(clean, cells)
+        row[ORDER] = "; ".join(found) if found else "ok"
+        broken += [f"{model}: {ORDER}: {v}" for v in found]
+        detail.rows[model] = row
+    detail.columns.append(ORDER)
+    detail.flags = tuple(broken)
+    return detail
+
+
+def _order_violations(clean: Accuracy | None, cells: list[tuple[float, int, str, Accuracy]]) -> list[str]:
+    """Each pair of one eps where a lower rung (or any rung against clean) holds more correct examples."""
+    def above(a: Accuracy, b: Accuracy) -> bool:
+        return a.correct > b.correct if a.n == b.n else a.value > b.value
+
+    out = []
+    for eps, rung, title, acc in cells:
+        if clean is not None and above(acc, clean):
+            out.append(f"{title} ({100 * acc.value:.1f}%) above clean ({100 * clean.value:.1f}%)")
+        for other_eps, other_rung, other_title, other in cells:
+            if other_eps == eps and rung < other_rung and above(acc, other):
+                out.append(f"{title} ({100 * acc.value:.1f}%) above {other_title} ({100 * other.value:.1f}%)")
     return out
 
 
