@@ -4,11 +4,12 @@
 The attacks run in AutoAttack's order, each only on the examples every earlier one failed on (and that
 are correct on clean input); an example is robust only if every attack fails on it. Per eps, the
 outputs hold which examples are still robust after each attack, which attack broke each example
-(-1: none; the index in `ATTACKS_OF[version]`) and the norm of the perturbation that broke it.
+(-1: none; else its index in the order of `ensemble(norm, version)`) and the norm of the perturbation that broke it.
 - standard: APGD-CE (100 iterations) -> APGD-T (9 targets, 100 iterations each) -> FAB-T (9 targets,
   100 iterations) -> Square (5,000 queries);
-- rand (randomized models): APGD-CE and APGD-DLR with the gradient averaged over 20 draws (EOT);
-- plus is not available yet: it needs the untargeted FAB, which robench does not have.
+- plus: APGD-CE, APGD-DLR and FAB (untargeted), 5 restarts each -> Square (5,000 queries) -> APGD-T ->
+  FAB-T (9 targets each);
+- rand (randomized models): APGD-CE and APGD-DLR with the gradient averaged over 20 draws (EOT).
 Each attack draws from its own random stream (derived from the shard's seed, the eps and its name).
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 
 from robench.attacks.apgd import L2APGD, L2APGDT, LinfAPGD, LinfAPGDT
 from robench.attacks.base import Attack, AttackThreat
-from robench.attacks.fab import L2FABT, LinfFABT
+from robench.attacks.fab import L2FAB, L2FABT, LinfFAB, LinfFABT
 from robench.attacks.norms import NORM_NAMES, perturbation_norm
 from robench.attacks.square import L2Square, LinfSquare
 from robench.errors import RobenchError
@@ -38,10 +39,6 @@ from robench.threats import Budget, Kind, Outputs, Threat
 #: robust accuracy (points) that Square may take off after the white-box attacks before the ensemble flags it
 SQUARE_POINTS = 0.2
 
-#: the attacks of each version, in the order they run
-ATTACKS_OF = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"), "rand": ("apgd-ce", "apgd-dlr")}
-
-
 def ensemble(norm: str, version: str) -> dict[str, Attack]:
     """The configured attacks of `version` in `norm`, by name, in the order they run."""
     linf = norm == "linf"
@@ -54,14 +51,18 @@ def ensemble(norm: str, version: str) -> dict[str, Attack]:
         apgd = LinfAPGD if linf else L2APGD
         return {"apgd-ce": apgd(loss="ce", steps=100, eot=20), "apgd-dlr": apgd(loss="dlr", steps=100, eot=20)}
     if version == "plus":
-        raise RobenchError("autoattack version=plus is not available yet: it needs the untargeted FAB, which "
-                           "robench does not implement; use version=standard (or rand for randomized models).")
+        apgd = LinfAPGD if linf else L2APGD
+        return {"apgd-ce": apgd(loss="ce", steps=100, restarts=5), "apgd-dlr": apgd(loss="dlr", steps=100, restarts=5),
+                "fab": (LinfFAB if linf else L2FAB)(steps=100, restarts=5),
+                "square": (LinfSquare if linf else L2Square)(queries=5000, p_init=0.8),
+                "apgd-t": (LinfAPGDT if linf else L2APGDT)(targets=9, steps=100),
+                "fab-t": (LinfFABT if linf else L2FABT)(targets=9, steps=100)}
     raise RobenchError(f"autoattack version must be standard, plus or rand; got {version!r}.")
 
 
 @ATTACKS.register("autoattack")
 class AutoAttack:
-    """The AutoAttack ensemble in `norm` ("linf" or "l2"), `version` standard or rand (see the module)."""
+    """The AutoAttack ensemble in `norm` ("linf" or "l2"), `version` standard, plus or rand (see the module)."""
 
     budget_parameters = {"eps": Budget(float)}
     label = None

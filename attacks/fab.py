@@ -1,6 +1,6 @@
-"""FAB-T, the targeted fast adaptive boundary attack (Croce & Hein, ICML 2020), Linf and L2: a
-minimum-norm attack, used at a budget (an example is broken when FAB finds an adversarial point within
-eps).
+"""FAB-T, the targeted fast adaptive boundary attack (Croce & Hein, ICML 2020), and FAB, its untargeted
+form, in Linf and L2: minimum-norm attacks, used at a budget (an example is broken when FAB finds an
+adversarial point within eps).
 
 Written from the paper and robench's REFERENCE.md section 7 (no code of the reference implementation).
 At each step the decision boundary between the true class y and the target t is linearised at the
@@ -228,6 +228,41 @@ class FABT(Attack):
         return out, torch.where(within, norms, torch.full_like(norms, float("inf")))
 
 
+class FAB(FABT):
+    """FAB, untargeted (AutoAttack's "plus" version): at each step the boundary linearised is that of the
+    class k != y closest in the linear approximation, the smallest |z_k - z_y| / ||grad(z_k - z_y)||_q
+    (q the dual norm: L1 for Linf, L2 for L2), which needs the gradient of every logit difference (one
+    backward pass per class). `restarts` runs (the first from x, later ones from random points near
+    it); the other parameters as FAB-T's."""
+
+    def __init__(self, *, steps: int = 100, restarts: int = 1, alpha_max: float = 0.1, eta: float = 1.05,
+                 beta: float = 0.9, early_stop: bool = True, precision: str = "fp32"):
+        super().__init__(targets=1, steps=steps, restarts=restarts, alpha_max=alpha_max, eta=eta, beta=beta,
+                         early_stop=early_stop, precision=precision)
+
+    @property
+    def forward_passes(self) -> float:
+        """A step costs a forward and one backward pass per class (counted as 10 classes, twice a forward each)."""
+        return 21.0 * self.steps * self.restarts
+
+    def _gradient_piece(self, model, v, y, target, fmt):
+        with torch.enable_grad():
+            v = _laid_out(v.detach(), fmt).requires_grad_(True)
+            with autocast(self.precision, v.device):
+                logits = model(v)
+            logits = logits.float()
+            classes = logits.shape[1]
+            diff = logits - logits.gather(1, y[:, None])  # (n, K): z_k - z_y, 0 at the true class
+            grads = torch.stack([torch.autograd.grad(diff[:, k].sum(), v, retain_graph=k < classes - 1)[0]
+                                 for k in range(classes)], 1)  # (n, K, ...)
+        dual = 1 if self.norm == "linf" else 2
+        distance = diff.detach().abs() / grads.flatten(2).float().norm(p=dual, dim=2).clamp(min=1e-12)
+        distance.scatter_(1, y[:, None], float("inf"))
+        k = distance.argmin(1)
+        rows = torch.arange(len(v), device=v.device)
+        return diff.detach()[rows, k], grads[rows, k], logits.detach().argmax(1)
+
+
 @ATTACKS.register("fab-t-linf")
 class LinfFABT(FABT):
     """FAB-T in Linf."""
@@ -250,3 +285,19 @@ class L2FABT(FABT):
         u = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         u = u / u.flatten(1).norm(dim=1).clamp(min=1e-12).view(-1, 1, 1, 1)
         return (x + radius.view(-1, 1, 1, 1) * u).clamp(0, 1)
+
+
+@ATTACKS.register("fab-linf")
+class LinfFAB(FAB):
+    """FAB (untargeted) in Linf."""
+
+    norm = "linf"
+    random_start = LinfFABT.random_start
+
+
+@ATTACKS.register("fab-l2")
+class L2FAB(FAB):
+    """FAB (untargeted) in L2."""
+
+    norm = "l2"
+    random_start = L2FABT.random_start

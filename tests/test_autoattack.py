@@ -45,8 +45,11 @@ def test_standard_ensemble_on_a_small_net(norm, eps):
 def test_versions():
     assert list(build_threat("autoattack:eps=0.3,version=rand").attack.attacks) == ["apgd-ce", "apgd-dlr"]
     assert build_threat("autoattack:eps=0.3,version=rand").attack.attacks["apgd-dlr"].eot == 20
-    with pytest.raises(RobenchError, match="untargeted FAB"):
-        build_threat("autoattack:eps=0.3,version=plus")
+    plus = build_threat("autoattack:eps=0.3,version=plus").attack.attacks
+    assert list(plus) == ["apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"]
+    assert plus["apgd-ce"].restarts == plus["apgd-dlr"].restarts == plus["fab"].restarts == 5
+    assert plus["apgd-dlr"].loss == "dlr" and plus["fab-t"].targets == plus["apgd-t"].targets == 9
+    assert build_threat("autoattack:eps=0.3,version=plus").attack.label == "AutoAttack Linf plus"
     with pytest.raises(RobenchError, match="version"):
         build_threat("autoattack:eps=0.3,version=fast")
 

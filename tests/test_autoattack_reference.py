@@ -132,6 +132,24 @@ def test_apgd_t_agrees_with_the_reference(mlp, points):
     assert ok, report
 
 
+@pytest.mark.parametrize("norm,eps", [("linf", EPS), ("l2", EPS_L2)])
+def test_untargeted_fab_agrees_with_the_reference(mlp, points, norm, eps):
+    from pyautoattack.fab_pt import FABAttack_PT
+
+    from robench.attacks.fab import L2FAB, LinfFAB
+
+    data = points.part(0, 60)
+    attack = FABAttack_PT(mlp, norm="Linf" if norm == "linf" else "L2", n_restarts=1, n_iter=100, eps=eps, seed=0,
+                          device="cpu")
+    theirs = reference(attack.perturb, mlp, data)
+    mine = ours((LinfFAB if norm == "linf" else L2FAB)(steps=100), mlp, data, eps)
+    ok, report = agrees(mine, theirs)
+    print(f"FAB (untargeted) {norm} eps {eps}, 100 steps: {report}")
+    assert ok, report
+    crippled = ours((LinfFAB if norm == "linf" else L2FAB)(steps=2), mlp, data, eps)
+    assert not agrees(crippled, theirs)[0]  # the verdict can fail
+
+
 def test_standard_ensemble_agrees_with_the_reference(mlp, points):
     data = points.part(0, 60)
     standing = (mlp(data.x).argmax(1) == data.y)
