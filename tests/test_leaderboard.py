@@ -487,3 +487,68 @@ def test_the_sandwich_shows_verified_below_attacked_below_clean_and_flags_a_brok
     assert broken.startswith("CROWN verified 0.1 (") and "above PGD Linf 0.1" in broken
     assert view.flags == (f"ncm: order: {broken}",)
     assert view.rows["ncm-boost"]["order"] == "ok"
+
+
+CLAIMS = """
+[[claim]]
+paper = "Means 2026"
+claim = "nearest class means beat a constant model"
+a = { model = "ncm", threat = "clean", metric = "clean_accuracy" }
+b = { model = "EVIL", threat = "clean", metric = "clean_accuracy" }
+relation = ">"
+
+[[claim]]
+paper = "Constant 2026"
+claim = "a constant model beats nearest means"
+a = { model = "EVIL", threat = "clean", metric = "clean_accuracy" }
+b = { model = "ncm", threat = "clean", metric = "clean_accuracy" }
+relation = ">"
+
+[[claim]]
+paper = "Same 2026"
+claim = "a model matches itself under attack"
+a = { model = "ncm", threat = "pgd-linf", metric = "robust_accuracy/0.1" }
+b = { model = "ncm", threat = "pgd-linf:eps=0.1|0.2", metric = "robust_accuracy/0.1" }
+relation = "~"
+margin = 0.01
+
+[[claim]]
+paper = "Boost 2026"
+claim = "boosting class 1 costs clean accuracy"
+a = { model = "ncm", threat = "clean", metric = "clean_accuracy" }
+b = { model = "ncm-boost", threat = "clean", metric = "clean_accuracy" }
+relation = ">"
+"""
+
+
+def test_claims_are_judged_from_the_entries_and_checked(board, tmp_path):
+    from robench.leaderboard import claims
+
+    (board / "claims.toml").write_text(CLAIMS.replace("EVIL", EVIL.replace('"', '\\\\"')))
+    lb = leaderboard.Leaderboard.load(board)
+    means, constant, same, boost = claims.verdicts(lb)
+    assert means.test.startswith("McNemar exact") and means.verdict == "supported" and means.p_above < 0.05
+    assert constant.verdict == "contradicted" and constant.p_below < 0.05
+    assert same.test == "Fisher exact (unpaired)" and same.verdict == "supported"  # PGD: no per-example outcomes
+    assert boost.verdict == "inconclusive at this n"  # the boost changes no prediction of these 40
+    # McNemar on the discordant pairs: the exact one-sided binomial p of ncm's wins among them
+    from scipy.stats import binomtest
+
+    from robench.leaderboard.entries import OUTCOMES, _unpack
+
+    masks = [_unpack(lb.records(m)[THREATS[0]][OUTCOMES]["clean_accuracy"], 40) for m in ("ncm", EVIL)]
+    wins, losses = int((masks[0] & ~masks[1]).sum()), int((~masks[0] & masks[1]).sum())
+    assert means.test == f"McNemar exact, {wins} vs {losses} discordant"
+    assert means.p_above == pytest.approx(binomtest(wins, wins + losses, 0.5, alternative="greater").pvalue)
+    assert lb.check() != []  # the committed README lacks the claims table: check asks for a re-render
+    lb.render_to_disk()
+    assert leaderboard.Leaderboard.load(board).check() == []
+    readme = (board / "README.md").read_text()
+    assert "## Claims" in readme and "| Means 2026: nearest class means beat a constant model |" in readme
+    assert "contradicted" in readme and html.escape(EVIL) in (board / "index.html").read_text()
+
+    (board / "claims.toml").write_text(CLAIMS.replace("robust_accuracy/0.1", "robust_accuracy/0.7", 1))
+    found = leaderboard.Leaderboard.load(board).problems()
+    assert any("claims.toml claim 3" in p and "no accuracy 'robust_accuracy/0.7'" in p for p in found), found
+    (board / "claims.toml").write_text(CLAIMS.replace('relation = "~"', 'relation = ">="'))
+    assert any("relation must be one of" in p for p in leaderboard.Leaderboard.load(board).problems())

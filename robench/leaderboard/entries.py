@@ -221,7 +221,9 @@ class Leaderboard:
             out += self.inconsistencies(model)
         for model in sorted(set(self.entries) - set(self.spec.models)):
             out.append(f"entries/{model}.json: model not listed in the spec's models")
-        return out
+        from robench.leaderboard import claims
+
+        return out + claims.problems(self)
 
     # ------------------------------------------------------------------------------------- rendering
 

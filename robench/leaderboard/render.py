@@ -9,14 +9,18 @@ import math
 from pathlib import Path
 from typing import Any
 
-from robench.leaderboard.entries import FIGURES, Leaderboard
 from robench.attacks.norms import NORM_NAMES
+from robench.leaderboard import claims
+from robench.leaderboard.entries import FIGURES, Leaderboard
 from robench.leaderboard.views import (details, note, provenance_rows, report, sandwich, show, sort_value, table,
                                       threat_name)
 from robench.metrics import Accuracy
 from robench.tables import format_cell, markdown_text, render_grid
 
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "page.html"
+CLAIMS_NOTE = (f"Published claims checked against these entries (claims.toml): each compares cell a with cell b by "
+               f"an exact one-sided test at level {claims.ALPHA} (McNemar's on shared per-example outcomes, else "
+               "Fisher's on the counts).")
 
 
 # -------------------------------------------------------------------------------------------- figures
@@ -119,6 +123,10 @@ def render_readme(lb: Leaderboard, figures: dict[str, str]) -> str:
     if spec.pending:
         lines += ["Not evaluated yet (listed as `pending` in spec.toml): "
                   + ", ".join(f"`{m}`" for m in spec.pending) + ".", ""]
+    claim_columns, claim_rows = claims.rows(lb)
+    if claim_rows:
+        lines += ["## Claims", "", CLAIMS_NOTE, "",
+                  render_grid(claim_columns, claim_rows, "markdown", first="claim", note="").rstrip(), ""]
     lines += ["## Threats", ""] + [f"- `{t}`" for t in spec.threats] + [""]
     for norm in ("linf", "l2"):
         d = sandwich(lb, norm)
@@ -158,10 +166,11 @@ def _template() -> str:
     return TEMPLATE.read_text(encoding="utf-8")
 
 
-def _html_table(columns: list[str], rows: dict[str, dict[str, Any]], table_id: str | None = None) -> str:
+def _html_table(columns: list[str], rows: dict[str, dict[str, Any]], table_id: str | None = None,
+                first: str = "model") -> str:
     e = html.escape
     ident = f' id="{e(table_id)}"' if table_id else ""
-    out = [f'<table class="sortable"{ident}>', "<thead><tr><th>model</th>"
+    out = [f'<table class="sortable"{ident}>', f"<thead><tr><th>{e(first)}</th>"
            + "".join(f"<th>{e(c)}</th>" for c in columns) + "</tr></thead>", "<tbody>"]
     for model, row in rows.items():
         cells = [f'<td data-sort="{e(model)}">{e(model)}</td>']
@@ -194,6 +203,10 @@ def render_html(lb: Leaderboard, figures: dict[str, str]) -> str:
                 f"<b>{e(spec.sort)}</b>; click a column header to sort.</p>")
     body.append(_html_table(columns, rows, "leaderboard"))
     body.append(f"<p>{e(note(lb))}</p>")
+    claim_columns, claim_rows = claims.rows(lb)
+    if claim_rows:
+        body += ["<h2>Claims</h2>", f"<p>{e(CLAIMS_NOTE)}</p>",
+                 _html_table(claim_columns, claim_rows, first="claim")]
     if spec.pending:
         body.append("<p>Not evaluated yet: " + ", ".join(f"<code>{e(m)}</code>" for m in spec.pending) + ".</p>")
     for norm in ("linf", "l2"):
