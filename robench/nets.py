@@ -29,6 +29,62 @@ def small_cnn(channels: int, size: int, classes: int, norm: Normalize) -> nn.Mod
         nn.Linear(64 * (size // 4) ** 2, 128), nn.ReLU(), nn.Linear(128, classes))
 
 
+def small_cnn_bn(channels: int, size: int, classes: int, norm: Normalize) -> nn.Module:
+    """`small_cnn` with batch normalisation after each convolution and the hidden layer (Galloway et al.
+    2019 compare the same net with and without it)."""
+    return nn.Sequential(
+        norm, nn.Conv2d(channels, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(64 * (size // 4) ** 2, 128), nn.BatchNorm1d(128), nn.ReLU(), nn.Linear(128, classes))
+
+
+class KWinners(nn.Module):
+    """k-winners-take-all (Ahmad & Scheinkman 2019): per example, the `k` largest activations of the layer
+    pass, every other is zero (the gradient flows through the winners only)."""
+
+    def __init__(self, k: int):
+        super().__init__()
+        self.k = k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(1)
+        threshold = flat.topk(self.k, dim=1).values[:, -1:]
+        return (flat * (flat >= threshold)).view_as(x)
+
+
+class SparseWeights(nn.Module):
+    """A linear or conv layer of which only a fixed random `density` share of the weights can be nonzero
+    (per output unit; the mask is a buffer drawn from torch's global generator at construction)."""
+
+    def __init__(self, layer: nn.Linear | nn.Conv2d, density: float):
+        super().__init__()
+        self.layer = layer
+        fan_in = layer.weight[0].numel()
+        keep = max(1, round(density * fan_in))
+        scores = torch.rand(layer.weight.shape[0], fan_in)
+        mask = torch.zeros_like(scores).scatter_(1, scores.topk(keep, dim=1).indices, 1.0)
+        self.register_buffer("mask", mask.view_as(layer.weight))
+        with torch.no_grad():
+            layer.weight.mul_(self.mask)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.layer.weight * self.mask
+        if isinstance(self.layer, nn.Conv2d):
+            return self.layer._conv_forward(x, weight, self.layer.bias)
+        return nn.functional.linear(x, weight, self.layer.bias)
+
+
+def sparse_cnn(channels: int, size: int, classes: int, norm: Normalize) -> nn.Module:
+    """`small_cnn` made sparse as in Ahmad & Scheinkman (2019): the second convolution and the hidden layer
+    keep 35% and 30% of their weights, and k-winners-take-all keeps 10% of the activations after the
+    convolutions and 25% of the hidden units (the first convolution stays dense)."""
+    units = 64 * (size // 4) ** 2
+    return nn.Sequential(
+        norm, nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        SparseWeights(nn.Conv2d(32, 64, 3, padding=1), 0.35), nn.MaxPool2d(2), KWinners(round(0.1 * units)),
+        nn.Flatten(), SparseWeights(nn.Linear(units, 128), 0.3), KWinners(32), nn.Linear(128, classes))
+
+
 def madry_cnn(channels: int, size: int, classes: int, norm: Normalize) -> nn.Module:
     """The MNIST CNN of Madry et al. (2018): conv 5x5x32, pool, conv 5x5x64, pool, fc 1024."""
     return nn.Sequential(
@@ -98,7 +154,7 @@ def resnet20(channels: int, size: int, classes: int, norm: Normalize) -> nn.Modu
 
 
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
-    "small-cnn": small_cnn, "madry-cnn": madry_cnn, "lenet5": lenet5, "mlp": mlp, "resnet20": resnet20,
+    "small-cnn": small_cnn, "small-cnn-bn": small_cnn_bn, "sparse-cnn": sparse_cnn, "madry-cnn": madry_cnn, "lenet5": lenet5, "mlp": mlp, "resnet20": resnet20,
     "gowal-small": gowal_small, "gowal-medium": gowal_medium,
 }
 
