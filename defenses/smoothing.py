@@ -47,10 +47,11 @@ def max_radius(sigma: float, n: int, alpha: float) -> float:
 
 
 def looks_for(n: int, n_max: int) -> tuple[int, ...]:
-    """The sample sizes at which sequential CERTIFY looks: n, 10 n, 100 n, ... below n_max, then n_max."""
+    """The sample sizes at which sequential CERTIFY looks: n, 2 n, 4 n, ... below n_max, then n_max. (Doubling:
+    an example draws less than twice what it needs, and the alpha split over the looks costs little.)"""
     sizes = [n]
-    while sizes[-1] * 10 < n_max:
-        sizes.append(sizes[-1] * 10)
+    while sizes[-1] * 2 < n_max:
+        sizes.append(sizes[-1] * 2)
     return tuple(sizes) if sizes[-1] == n_max else (*sizes, n_max)
 
 
@@ -71,8 +72,8 @@ def sequential_bound(draw: Callable[[int], int], looks: Sequence[int], alpha: fl
         used = size
         best = max(best, lower_confidence_bound(hits, used, level))
         higher = [t for t in targets if t > best]
-        if not higher or lower_confidence_bound(upper_confidence_bound(hits, used, level) * looks[-1],
-                                                looks[-1], level) < min(higher):
+        if used == looks[-1] or not higher or lower_confidence_bound(
+                upper_confidence_bound(hits, used, level) * looks[-1], looks[-1], level) < min(higher):
             break
     return best, used
 
@@ -133,7 +134,8 @@ class Smooth(InferenceDefense):
         return label, radius
 
     def certify_sequential(self, x: torch.Tensor, n0: int, looks: Sequence[int], alpha: float,
-                           radii: Sequence[float], batch_size: int, generator: torch.Generator) -> tuple[int, float, int]:
+                           radii: Sequence[float], batch_size: int,
+                           generator: torch.Generator) -> tuple[int, float, int]:
         """CERTIFY with pA_lower from `sequential_bound` over `looks`, stopping once the radius reaches the
         largest of `radii` or can reach no further one: (class, L2 radius, noisy copies drawn with the n0)
         for one image (C, H, W), or (ABSTAIN, 0.0, copies). The guarantee is CERTIFY's; with the one look
@@ -175,7 +177,7 @@ class SmoothingThreat(Threat):
     and radius >= r), average certified radius, abstention rate and clean accuracy of the smoothed
     classifier (its certified prediction correct, i.e. certified accuracy at radius 0).
 
-    `mode` "sequential" draws the bound in looks of n, 10 n, ... up to `n_max` copies, alpha split equally
+    `mode` "sequential" draws the bound in looks of n, 2 n, 4 n, ... up to `n_max` copies, alpha split equally
     over them, and stops an example once it certifies the largest of `radii` or can reach no further one
     (`sequential_bound`); its per-example outputs add the copies drawn ("samples", with the n0). "fixed"
     (the default) is the paper's CERTIFY with n copies for every example."""
@@ -300,10 +302,10 @@ def certify(model: nn.Module, x: torch.Tensor, y: torch.Tensor, out: str | Path,
 def write_certification(threat: SmoothingThreat, outputs: Outputs, indices: Sequence[int], out: str | Path, *,
                         label: str = "", data: str = "") -> dict[str, Any]:
     """For ``out = path/name.tsv`` write: the per-example table `out` (tab-separated idx, label, predict,
-    radius, correct, time, as the original tool, then samples: the noisy copies drawn), ``name_certified.tsv`` (radius, certified accuracy with
-    its 95% interval and n), ``name_certified.png`` (certified accuracy against radius, titled with `data`,
-    e.g. "mnist test", where given) and ``name_summary.json`` (the threat's metrics with the ACR). Returns
-    the summary, with the paths."""
+    radius, correct, time, as the original tool, then samples: the noisy copies drawn),
+    ``name_certified.tsv`` (radius, certified accuracy with its 95% interval and n), ``name_certified.png``
+    (certified accuracy against radius, titled with `data`, e.g. "mnist test", where given) and
+    ``name_summary.json`` (the threat's metrics with the ACR). Returns the summary, with the paths."""
     from robench.files import atomic_write
     from robench.plots import certified_accuracy_curve
 

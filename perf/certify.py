@@ -5,6 +5,12 @@ PyTorchRandomizedSmoothing (if installed: ``pip install robench[perf]``). All ce
 classifier f(clip(z, 0, 1)) at the same n0 and n; robench runs in fp32 and, reported beside it, bf16.
 
     python perf/certify.py --model mnist-gaussian-0.25 --n-examples 20 --n0 100 --n 10000
+
+With --sequential it compares instead robench's two modes on each of --models (sigma from the zoo recipe):
+fixed n = --n-max against sequential looks of --n, 2 n, 4 n, ... up to --n-max (smoothing mode=sequential),
+certified accuracy at --radii and noisy forward passes (n0 included) side by side, with ratios:
+
+    python perf/certify.py --sequential --n-examples 500 --n 1000 --n-max 100000
 """
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ from torch import nn
 
 from robench import zoo
 from robench.data import load_dataset
-from robench.defenses.smoothing import ABSTAIN, Smooth
+from robench.defenses.smoothing import ABSTAIN, Smooth, certify_threat
 from robench.metrics import accuracy
 
 Result = tuple[list[int], list[float], float]  # predictions, radii, seconds
@@ -93,12 +99,48 @@ def robench_certify(model: nn.Module, x: torch.Tensor, classes: int, sigma: floa
     return [p for p, _ in out], [r for _, r in out], time.perf_counter() - start
 
 
+def sequential_vs_fixed(args: argparse.Namespace) -> None:
+    """Both modes of the smoothing threat on the first --n-examples test points of each model."""
+    print(f"first {args.n_examples} test points, n0={args.n0}, alpha={args.alpha}, batch={args.batch}, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    for name in args.models:
+        entry = zoo.get(name)
+        sigma = float(entry.recipe.defense_params["sigma"])
+        base = entry.load(data_root=args.data_root, progress=False)
+        data = load_dataset(entry.dataset, "test", args.data_root).select(args.n_examples)
+        common = dict(sigma=sigma, n0=args.n0, alpha=args.alpha, batch=args.batch, radii=tuple(args.radii))
+        threats = {"fixed": certify_threat(**common, n=args.n_max),
+                   "sequential": certify_threat(**common, n=args.n, n_max=args.n_max, mode="sequential")}
+        runs = {}
+        for mode, threat in threats.items():
+            start = time.perf_counter()
+            out = threat.evaluate_shard(base, data.x, data.y, torch.Generator().manual_seed(0))
+            runs[mode] = (threat.summarize(out), threat.samples(out), time.perf_counter() - start)
+        (fixed, fixed_passes, fixed_s), (seq, seq_passes, seq_s) = runs["fixed"], runs["sequential"]
+        print(f"\n{name} (sigma {sigma:g}): {threats['sequential'].canonical}")
+        print(f"{'radius':>7s} {'fixed %':>8s} {'seq %':>8s} {'seq-fixed':>9s}")
+        for r, a in fixed["certified_accuracy"].items():
+            b = seq["certified_accuracy"][r]
+            print(f"{float(r):7.2f} {100 * a['value']:8.1f} {100 * b['value']:8.1f} "
+                  f"{100 * (b['value'] - a['value']):+9.1f}")
+        print(f"{'ACR':>7s} {fixed['average_certified_radius']:8.3f} {seq['average_certified_radius']:8.3f}")
+        print(f"largest certifiable radius: fixed {fixed['max_radius']:.3f}, sequential {seq['max_radius']:.3f}")
+        stops = {n: int((seq_passes == args.n0 + n).sum()) for n in threats["sequential"].looks}
+        print(f"forward passes: fixed {fixed_passes.sum():,}, sequential {seq_passes.sum():,} "
+              f"({fixed_passes.sum() / seq_passes.sum():.1f}x fewer); examples stopping at each look: {stops}")
+        print(f"wall: fixed {fixed_s:.1f} s, sequential {seq_s:.1f} s ({fixed_s / seq_s:.1f}x)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sequential", action="store_true", help="compare fixed n = --n-max with mode=sequential")
+    ap.add_argument("--models", nargs="+", default=["mnist-gaussian-0.25", "mnist-gaussian-0.5"])
+    ap.add_argument("--n-max", type=int, default=100_000)
+    ap.add_argument("--radii", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0])
     ap.add_argument("--model", default="mnist-gaussian-0.25")
     ap.add_argument("--sigma", type=float, default=0.25)
     ap.add_argument("--n0", type=int, default=100)
-    ap.add_argument("--n", type=int, default=10_000)
+    ap.add_argument("--n", type=int, default=10_000, help="draws for the bound; with --sequential, the first look")
     ap.add_argument("--alpha", type=float, default=0.001)
     ap.add_argument("--n-examples", type=int, default=20)
     ap.add_argument("--batch", type=int, default=1000)
@@ -107,6 +149,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     np.random.seed(0)
+    if args.sequential:
+        sequential_vs_fixed(args)
+        return
 
     entry = zoo.get(args.model)
     base = entry.load(data_root=args.data_root, progress=False)

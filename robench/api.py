@@ -114,7 +114,7 @@ def certify_threat(*, sigma: float = 0.25, n0: int = 100, n: int = 100_000, alph
     """The randomized-smoothing certification (CERTIFY of Cohen et al. 2019) with these parameters,
     checked as a threat spec is: noise level `sigma`, `n0` draws to pick the class, `n` draws to bound its
     probability, failure probability `alpha`, `batch` noisy copies per forward pass, the certified
-    accuracy table at `radii`. `mode` "sequential" draws the bound in looks of n, 10 n, ... up to `n_max`
+    accuracy table at `radii`. `mode` "sequential" draws the bound in looks of n, 2 n, 4 n, ... up to `n_max`
     and stops an example once it certifies the largest radius or can reach no further one."""
     from robench.defenses import smoothing
 

@@ -70,7 +70,7 @@ def add_certify(sub, parents: Parents) -> None:
     p.add_argument("--n", type=int, default=100_000,
                    help="noise draws to bound its probability (default 100000; sequential: the first look)")
     p.add_argument("--mode", choices=["fixed", "sequential"], default="fixed",
-                   help="fixed: n draws per example (the paper's CERTIFY); sequential: looks of n, 10n, ... up to "
+                   help="fixed: n draws per example (the paper's CERTIFY); sequential: looks of n, 2n, 4n, ... up to "
                         "--n-max, alpha split over them, stopping once the largest radius is certified or out of reach")
     p.add_argument("--n-max", type=int, help="sequential: the most draws per example (e.g. 100000)")
     p.add_argument("--alpha", type=float, default=0.001, help="failure probability (default 0.001)")
