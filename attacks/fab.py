@@ -134,12 +134,16 @@ class FABT(Attack):
             g[piece], grad[piece], pred[piece] = self._gradient_piece(model, v[piece], y[piece], target[piece], fmt)
         return g, grad, pred
 
+    def _logits(self, model, v, fmt):
+        """`v` as a leaf that requires grad, in the layout `fmt`, and the model's fp32 logits at it."""
+        v = _laid_out(v.detach(), fmt).requires_grad_(True)
+        with autocast(self.precision, v.device):
+            logits = model(v)
+        return v, logits.float()
+
     def _gradient_piece(self, model, v, y, target, fmt):
         with torch.enable_grad():
-            v = _laid_out(v.detach(), fmt).requires_grad_(True)
-            with autocast(self.precision, v.device):
-                logits = model(v)
-            logits = logits.float()
+            v, logits = self._logits(model, v, fmt)
             g = logits.gather(1, target[:, None]).squeeze(1) - logits.gather(1, y[:, None]).squeeze(1)
             grad, = torch.autograd.grad(g.sum(), v)
         return g.detach(), grad, logits.detach().argmax(1)
@@ -247,10 +251,7 @@ class FAB(FABT):
 
     def _gradient_piece(self, model, v, y, target, fmt):
         with torch.enable_grad():
-            v = _laid_out(v.detach(), fmt).requires_grad_(True)
-            with autocast(self.precision, v.device):
-                logits = model(v)
-            logits = logits.float()
+            v, logits = self._logits(model, v, fmt)
             classes = logits.shape[1]
             diff = logits - logits.gather(1, y[:, None])  # (n, K): z_k - z_y, 0 at the true class
             grads = torch.stack([torch.autograd.grad(diff[:, k].sum(), v, retain_graph=k < classes - 1)[0]
