@@ -200,7 +200,7 @@ def test_a_plugin_certifier_and_suite_render_on_a_leaderboard(plugins, tmp_path)
     assert "Toy-C mean: the mean of the per-corruption accuracies" in readme
     assert "| dark | darker |" in readme and "mean bound" in readme
     assert (folder / "figures" / "toy-margin.svg").is_file()
-    assert "Verified accuracy (Tiny)" in (folder / "figures" / "toy-margin.svg").read_text()
+    assert "Verified accuracy on Tiny test, n = 40" in (folder / "figures" / "toy-margin.svg").read_text()
     html = (folder / "index.html").read_text()
     assert "Margin-verified r=0.5" in html and "Toy-C mean" in html
 
