@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from robench.zoo import ModelEntry
 
 #: the families `describe_plugins` lists: "threats" is every name usable as a threat
-FAMILIES = ("threats", "attacks", "corruptions", "certifiers", "defenses", "models", "datasets")
+FAMILIES = ("threats", "attacks", "corruptions", "certifiers", "defenses", "models", "sources", "datasets")
 
 
 # -- threats and models (the timm-style pairs) -------------------------------------------------------
@@ -42,8 +42,9 @@ def list_models(pattern: str = "*") -> list[str]:
 
 
 def create_model(name: str, **kwargs: Any):
-    """A model in eval mode: a zoo entry by name (trained and cached on first use) or a user's
-    ``package.module:callable``; `kwargs` go to robench.zoo.resolve (weights, sha256, data_root, progress)."""
+    """A model in eval mode: a zoo entry by name (trained and cached on first use), ``source:name`` of a model
+    source (``robustbench:``, ``timm:``, ``torchvision:``) or a user's ``package.module:callable``; `kwargs`
+    go to robench.zoo.resolve (weights, sha256, dataset, normalize, data_root, progress)."""
     from robench import zoo
 
     return zoo.resolve(name, **kwargs)
@@ -63,7 +64,7 @@ class Plugin(NamedTuple):
     """One registered plugin as `robench list` shows it."""
 
     name: str
-    #: the registry it comes from: attacks, corruptions, certifiers, defenses, models or datasets
+    #: the registry it comes from: attacks, corruptions, certifiers, defenses, models, sources or datasets
     family: str
     #: for a threat its family in the singular (attack, corruption, certifier); for a defense when it acts
     #: (training-time, inference-time); else ""
@@ -93,7 +94,7 @@ def describe_plugins(family: str, pattern: str = "*") -> list[Plugin]:
                 for name, reg in registry.threat_families(pattern).items()]
     registries = {"attacks": registry.ATTACKS, "corruptions": registry.CORRUPTIONS,
                   "certifiers": registry.CERTIFIERS, "defenses": registry.DEFENSES, "models": registry.MODELS,
-                  "datasets": registry.DATASETS}
+                  "sources": registry.SOURCES, "datasets": registry.DATASETS}
     if family not in registries:
         raise unknown_name("plugin family", family, FAMILIES)
     reg = registries[family]

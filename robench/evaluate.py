@@ -178,7 +178,7 @@ def evaluate(model: nn.Module | str, threats: str | ThreatSpec | Threat | Sequen
 
     if isinstance(model, str):
         model_name = model_name or model
-        model = zoo.resolve(model, data_root=data_root, progress=progress)
+        model = zoo.resolve(model, dataset=dataset, data_root=data_root, progress=progress)
     if not isinstance(model, nn.Module):
         raise RobenchError(f"model must be a torch.nn.Module, a zoo name or package.module:callable; "
                            f"got {type(model).__name__}.")

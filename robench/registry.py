@@ -2,12 +2,13 @@
 
 Built-ins register themselves when their package is imported; third-party packages add entries through
 the entry-point groups ``robench.attacks``, ``robench.corruptions``, ``robench.certifiers``,
-``robench.defenses``, ``robench.models`` and ``robench.datasets`` (the entry point's name becomes the
-registered name).
+``robench.defenses``, ``robench.models``, ``robench.sources`` and ``robench.datasets`` (the entry point's
+name becomes the registered name).
 
 Families: attacks (input and weight attacks), corruptions (single corruptions and suites), certifiers
 (randomized smoothing, Linf bound propagation), defenses (training-time batch transforms and
-inference-time model wrappers; no threats), models (the zoo) and datasets. A *threat* is an entry of
+inference-time model wrappers; no threats), models (the zoo), model sources (``source:name`` models from
+other libraries: RobustBench, timm, torchvision) and datasets. A *threat* is an entry of
 attacks, corruptions or certifiers that has ``as_threat`` (see `threat_families`).
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ if TYPE_CHECKING:  # annotations only: the families' base classes import this mo
     from robench.corruptions.base import Corruption
     from robench.data import Dataset
     from robench.defenses.base import InferenceDefense, TrainingDefense
+    from robench.sources.base import ModelSource
     from robench.threats import Threat
     from robench.zoo import ModelEntry
 
@@ -123,6 +125,8 @@ CERTIFIERS: Registry[type[Threat]] = Registry(
 DEFENSES: Registry[type[TrainingDefense] | type[InferenceDefense]] = Registry(
     "defenses", ("robench.defenses",), "training-time and inference-time defenses")
 MODELS: Registry[ModelEntry] = Registry("models", ("robench.zoo",), "zoo models")
+SOURCES: Registry[type[ModelSource]] = Registry(
+    "sources", ("robench.sources",), "model sources: source:name models from other libraries")
 DATASETS: Registry[Dataset] = Registry("datasets", ("robench.data",), "datasets")
 
 #: the families whose entries can be threats, in lookup order (a name found in an earlier family wins)

@@ -142,20 +142,25 @@ def load_weights(path: str | Path, sha256: str | None = None) -> dict[str, torch
         if got != expected:
             raise RobenchError(f"checksum mismatch for {path}: sha256 {got}, expected {expected}. "
                                "The file is corrupt or not the one expected; delete it and fetch or train it again.")
-    kind = _weights_format(path)
-    try:
-        if kind == "safetensors":
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        hint = "" if kind == "safetensors" else " (robench loads tensors only: save model.state_dict(), not the model)"
-        raise RobenchError(f"cannot read {kind} weights from {path}: {_first_line(exc)}{hint}") from None
+    state = read_checkpoint(path)
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise RobenchError(f"{path} does not hold a state dict (a dict of tensors); save model.state_dict().")
     return state
+
+
+def read_checkpoint(path: Path) -> object:
+    """The contents of the safetensors file or weights-only torch checkpoint at `path` (nested dicts and
+    lists of tensors and plain values; never arbitrary pickled objects)."""
+    kind = _weights_format(path)
+    try:
+        if kind == "safetensors":
+            return load_file(str(path))
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        hint = "" if kind == "safetensors" else " (robench loads tensors only: save model.state_dict(), not the model)"
+        raise RobenchError(f"cannot read {kind} weights from {path}: {first_line(exc)}{hint}") from None
 
 
 def _sha256(digest: str | None) -> str | None:
@@ -181,8 +186,18 @@ def _weights_format(path: Path) -> str:
         return "torch"
     if head[8:9] == b"{":  # an 8-byte header length, then the JSON header
         return "safetensors"
+    if is_html(path):
+        raise RobenchError(f"{path} is an HTML page, not weights: its download returned a web page (an error, "
+                           "login or quota page) instead of the file; delete it and download it again.")
     raise RobenchError(f"{path} is neither a safetensors file nor a torch checkpoint (it begins {head[:12]!r}); "
                        "save weights with safetensors.torch.save_file or torch.save(model.state_dict(), path).")
+
+
+def is_html(path: Path) -> bool:
+    """Whether the file at `path` is a web page (its first non-blank byte is "<"), as a download that was
+    refused or redirected leaves in place of a checkpoint."""
+    with open(path, "rb") as f:
+        return f.read(64).lstrip()[:1] == b"<"
 
 
 def load_state(model: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
@@ -200,14 +215,14 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], what: str) -> N
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise RobenchError(f"{what}: {_first_line(exc)}") from None
+        raise RobenchError(f"{what}: {first_line(exc)}") from None
 
 
 def _few(items: list[str], shown: int = 3) -> str:
     return ", ".join(items[:shown]) + (f", and {len(items) - shown} more" if len(items) > shown else "")
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
@@ -243,9 +258,12 @@ def load_user_model(target: str, weights: str | None = None, sha256: str | None 
         raise RobenchError(f"cannot import {target}: syntax error in {exc.filename}, line {exc.lineno}: "
                            f"{exc.msg}.") from exc
     except ImportError as exc:
-        raise RobenchError(f"cannot import {target}: {exc}. Is the package on PYTHONPATH?") from exc
+        from robench.registry import SOURCES
+
+        raise RobenchError(f"cannot import {target}: {exc}. Is the package on PYTHONPATH? (Models of a model "
+                           f"source are written {', '.join(f'{s}:NAME' for s in SOURCES.names())}.)") from exc
     except Exception as exc:
-        raise RobenchError(f"cannot import {target}: importing {module_name} raised {_first_line(exc)}"
+        raise RobenchError(f"cannot import {target}: importing {module_name} raised {first_line(exc)}"
                            f"{_where(exc)}.") from exc
     factory = getattr(module, attr, None)
     if not callable(factory):
@@ -254,7 +272,7 @@ def load_user_model(target: str, weights: str | None = None, sha256: str | None 
     try:
         model = factory()
     except Exception as exc:
-        raise RobenchError(f"{target}: calling {attr}() raised {_first_line(exc)}{_where(exc)}.") from exc
+        raise RobenchError(f"{target}: calling {attr}() raised {first_line(exc)}{_where(exc)}.") from exc
     if not isinstance(model, nn.Module):
         raise RobenchError(f"{target} returned {type(model).__name__}, not a torch.nn.Module.")
     if weights:
@@ -270,20 +288,33 @@ def _where(exc: BaseException) -> str:
     return f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
 
 
-def resolve(name: str, *, weights: str | None = None, sha256: str | None = None, data_root: str | None = None,
-            progress: bool = True) -> nn.Module:
-    """The model in eval mode for `name`: a zoo entry (`ModelEntry.load`: trained and cached on first use)
-    or a user's ``package.module:callable`` (`load_user_model`, with optional `weights`). Both get their
-    weights through `load_into`; this is the entry point the CLI and ``robench.create_model`` use."""
+def resolve(name: str, *, weights: str | None = None, sha256: str | None = None, dataset: str | None = None,
+            normalize: str | None = None, data_root: str | None = None, progress: bool = True) -> nn.Module:
+    """The model in eval mode for `name`, named after it: a zoo entry (`ModelEntry.load`: trained and cached
+    on first use), ``source:name`` from a model source (robench.sources: ``robustbench:``, ``timm:``,
+    ``torchvision:``, sized for `dataset` where it matters) or a user's ``package.module:callable``
+    (`load_user_model`). Weights from a file (`weights`, checked against `sha256`) always go through
+    `load_into`. `normalize` (see robench.sources.base.parse_normalize) is the input normalisation, put
+    inside the model: it replaces a source model's own (from its library's configuration), and is added in
+    front of any other model. This is the entry point the CLI and ``robench.create_model`` use."""
+    from robench.naming import name_model
+    from robench.registry import SOURCES
+    from robench.sources.base import normalized, parse_normalize
+
     if sha256 and not weights:
         raise RobenchError("--weights-sha256 checks a --weights file; give --weights too.")
-    if ":" in name:
-        from robench.naming import name_model
-
-        return name_model(load_user_model(name, weights, sha256), name)
-    if weights:
-        raise RobenchError("--weights goes with --model package.module:callable, not with a zoo name.")
-    return get(name).load(data_root=data_root, progress=progress)
+    own = None
+    prefix, sep, rest = name.partition(":")
+    if sep and prefix in SOURCES:
+        loaded = SOURCES.create(prefix).load(rest, weights=weights, sha256=sha256, dataset=dataset, progress=progress)
+        model, own = loaded.model, loaded.normalization
+    elif sep:
+        model = load_user_model(name, weights, sha256)
+    elif weights:
+        raise RobenchError("--weights goes with --model package.module:callable or source:name, not with a zoo name.")
+    else:
+        model = get(name).load(data_root=data_root, progress=progress)
+    return name_model(normalized(model, own if normalize is None else parse_normalize(normalize)), name)
 
 
 def register(entry: ModelEntry) -> ModelEntry:

@@ -12,7 +12,7 @@ def test_wheel_holds_every_module_under_robench_only(tmp_path):
     wheel = next(tmp_path.glob("robench-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {f"robench/{p.relative_to(ROOT / 'robench').as_posix()}" for p in (ROOT / "robench").rglob("*.py")}
-    for folder in ("attacks", "defenses", "corruptions", "leaderboards"):
+    for folder in ("attacks", "defenses", "corruptions", "leaderboards", "sources"):
         expected |= {f"robench/{folder}/{p.relative_to(ROOT / folder).as_posix()}"
                      for p in (ROOT / folder).rglob("*.py")}
     # package data: the leaderboard page template and the shipped benchmark files (the quickstart's)
@@ -21,6 +21,7 @@ def test_wheel_holds_every_module_under_robench_only(tmp_path):
     assert "robench/leaderboard/templates/page.html" in expected and "robench/benchmarks/quickstart.toml" in expected
     assert expected <= names, sorted(expected - names)
     tops = {n.split("/")[0] for n in names}
-    assert not tops & {"attacks", "defenses", "corruptions", "leaderboards", "tests", "perf"}
+    assert not tops & {"attacks", "defenses", "corruptions", "leaderboards", "sources", "tests", "perf"}
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "robench = robench.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    text = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "robench = robench.cli:main" in text and "timm = robench.sources.timm_models:Timm" in text

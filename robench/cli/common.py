@@ -75,9 +75,11 @@ def check_models(models: Sequence[str], dataset: str, args: argparse.Namespace) 
                                f"evaluate it on {dataset} anyway.")
 
 
-def load_model(name: str, args: argparse.Namespace):
-    """The model `name` (zoo name or package.module:callable) with the command's --weights options."""
-    return robench.create_model(name, weights=args.weights, sha256=args.weights_sha256, data_root=args.data_root,
+def load_model(name: str, args: argparse.Namespace, dataset: str | None = None):
+    """The model `name` (zoo name, source:name or package.module:callable) with the command's --weights and
+    --normalize options, sized for `dataset` where the source needs it."""
+    return robench.create_model(name, weights=args.weights, sha256=args.weights_sha256, dataset=dataset,
+                                normalize=getattr(args, "normalize", None), data_root=args.data_root,
                                 progress=progress(args))
 
 
@@ -103,8 +105,14 @@ def parents() -> Parents:
     store = argparse.ArgumentParser(add_help=False)
     store.add_argument("--store", help="results store (default ~/.cache/robench/results.sqlite)")
     weights = argparse.ArgumentParser(add_help=False)
-    weights.add_argument("--weights", help="weights of a package.module:callable model (safetensors or .pt)")
+    weights.add_argument("--weights", help="weights of a package.module:callable, timm:ARCH or torchvision:ARCH "
+                                           "model: a safetensors file or a weights-only torch checkpoint (or an "
+                                           "https URL with --weights-sha256)")
     weights.add_argument("--weights-sha256", help="expected sha256 of --weights")
+    weights.add_argument("--normalize", metavar="MEAN,STD",
+                         help="the model's input normalisation, put inside it: MEAN,STD, per-channel means then "
+                              "stds, a dataset name (cifar10) or none; replaces a timm/torchvision model's own "
+                              "(from its configuration), goes in front of any other model")
     mismatch = argparse.ArgumentParser(add_help=False)
     mismatch.add_argument("--allow-dataset-mismatch", action="store_true",
                           help="evaluate zoo models on another dataset than the one they were trained on")

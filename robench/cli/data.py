@@ -36,7 +36,7 @@ def cmd_certify(args: argparse.Namespace) -> None:
                                     precision=args.precision, radii=args.radii, mode=args.mode, n_max=args.n_max)
     out = output_path(args.out, folder=False)
     check_models([args.model], args.dataset, args)
-    model = load_model(args.model, args)
+    model = load_model(args.model, args, args.dataset)
     result = robench.certify(model, threat, out=out, dataset=args.dataset, split=args.split, n_examples=args.n_examples,
                              label=args.model, data_root=args.data_root, store=args.store, seed=args.seed,
                              device=args.device, model_name=args.model, progress=progress(args))

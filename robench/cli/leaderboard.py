@@ -53,11 +53,18 @@ def cmd_check(args: argparse.Namespace) -> None:
         raise RobenchError(f"leaderboard check failed for {', '.join(failed)}; see the lines above.")
 
 
+def _dataset(name: str) -> str:
+    """The dataset of the leaderboard `name` (a source model is sized for it)."""
+    leaderboard = robench.leaderboard
+    return leaderboard.Spec.load(leaderboard.locate(name) / "spec.toml").dataset
+
+
 def cmd_verify(args: argparse.Namespace) -> None:
     leaderboard = robench.leaderboard
 
     def submitted_model(_name: str):
-        return robench.create_model(args.model_target, weights=args.weights, sha256=args.weights_sha256)
+        return robench.create_model(args.model_target, weights=args.weights, sha256=args.weights_sha256,
+                                    dataset=_dataset(args.name), normalize=args.normalize)
 
     loader = submitted_model if args.model_target else None
     result = leaderboard.verify(args.name, args.model, n=args.n, seed=args.seed, device=args.device,
@@ -79,7 +86,8 @@ def cmd_submit(args: argparse.Namespace) -> None:
     leaderboard = robench.leaderboard
     name = args.model.rsplit(":", 1)[-1].replace(".", "-") if args.as_name is None else args.as_name
     leaderboard.check_entry_name(name)
-    model = robench.create_model(args.model, weights=args.weights, sha256=args.weights_sha256, data_root=args.data_root)
+    model = robench.create_model(args.model, weights=args.weights, sha256=args.weights_sha256,
+                                 dataset=_dataset(args.name), normalize=args.normalize, data_root=args.data_root)
     source = {"model": args.model}
     if args.weights:
         source.update(weights=Path(args.weights).name, weights_sha256=robench.file_sha256(args.weights))

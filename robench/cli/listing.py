@@ -13,7 +13,8 @@ LIST_EXAMPLES = """
     robench list corruptions
     robench list certifiers
     robench list defenses
-    robench list models"""
+    robench list models
+    robench list sources"""
 ZOO_LIST_EXAMPLES = """
     robench zoo list"""
 ZOO_TRAIN_EXAMPLES = """
@@ -22,7 +23,7 @@ ZOO_TRAIN_EXAMPLES = """
     robench zoo train mnist-small-cnn --force"""
 ZOO_EXAMPLES = ZOO_LIST_EXAMPLES + ZOO_TRAIN_EXAMPLES
 #: `robench list FAMILY` (robench.describe_plugins)
-FAMILIES = ["threats", "attacks", "corruptions", "certifiers", "defenses", "models", "datasets"]
+FAMILIES = ["threats", "attacks", "corruptions", "certifiers", "defenses", "models", "sources", "datasets"]
 
 
 def _print_columns(rows: list[tuple[str, ...]]) -> None:
@@ -64,7 +65,7 @@ def cmd_zoo_train(args: argparse.Namespace) -> None:
 def add_list(sub, parents: Parents) -> None:
     p = sub.add_parser("list", parents=[parents.common], formatter_class=parents.fmt, epilog=examples(LIST_EXAMPLES),
                        help="list usable threats, or registered attacks, corruptions, certifiers, defenses, "
-                            "models or datasets")
+                            "models, model sources or datasets")
     p.add_argument("family", choices=FAMILIES,
                    help="threats: every name usable in --threat, with its family and what it measures")
     p.add_argument("pattern", nargs="?", default="*", help="glob filter, e.g. 'foolbox:*'")

@@ -17,6 +17,9 @@ RUN_EXAMPLES = """
     robench run --model mnist-small-cnn --threat foolbox:LinfDeepFoolAttack:eps=0.1 --format json
     robench run --model mnist-small-cnn --threat "pgd-linf:eps=0.1|0.3" --format latex > table.tex
     robench run --model mypkg.nets:make_model --weights model.safetensors --threat fgsm:eps=0.1
+    robench run --model robustbench:Carmon2019Unlabeled --dataset cifar10 --n 1000 --threat autoattack:eps=8/255
+    robench run --model timm:resnet18 --weights r18.safetensors --dataset cifar10 --threat pgd-linf:eps=8/255
+    robench run --model torchvision:resnet50 --dataset cifar10 --normalize cifar10 --weights r50.pt --threat clean
     robench run bench.toml --out results/
     robench run bench.toml --executor ray --address HEAD:6379
     robench run bench.toml --executor ray --address HEAD:6379 --device cuda --gpus-per-task 0.5"""
@@ -44,7 +47,7 @@ def evaluate_grid(models: Sequence[str], threats: Sequence[str], args: argparse.
     grid = tqdm(total=len(models) * len(built), desc="grid", unit="threat",  # over models, on a terminal only:
                 disable=not progress(args) or not sys.stderr.isatty() or len(models) < 2)  # evaluate reports each threat
     for name in models:
-        model = load_model(name, args)
+        model = load_model(name, args, dataset)
         records += robench.evaluate(model, built, dataset=dataset, split=split, n=n, indices=indices,
                                     data_root=args.data_root, store=store, seed=seed, device=args.device,
                                     model_name=name, progress=progress(args), executor=executor)
@@ -100,7 +103,9 @@ def add_run(sub, parents: Parents) -> None:
     p = sub.add_parser("run", parents=[parents.common, parents.data, parents.store, parents.weights, parents.mismatch],
                        formatter_class=parents.fmt, epilog=examples(RUN_EXAMPLES), help="evaluate models under threats")
     p.add_argument("spec", nargs="?", help="benchmark file (TOML: models, threats, dataset, split, n, indices, seed)")
-    p.add_argument("--model", action="append", help="zoo name or package.module:callable (repeatable)")
+    p.add_argument("--model", action="append",
+                   help="zoo name, robustbench:NAME, timm:ARCH, torchvision:ARCH or package.module:callable "
+                        "(repeatable)")
     p.add_argument("--threat", action="append",
                    help='threat spec, quoted if it has a list, e.g. "pgd-linf:eps=0.1|0.3,steps=40" (repeatable)')
     p.add_argument("--dataset", help="dataset name (robench list datasets; default mnist)")
@@ -130,4 +135,4 @@ def add_quickstart(sub, parents: Parents) -> None:
                        help="offline demo: train small models on the embedded digits and attack them")
     p.add_argument("--out", default="robench-out/quickstart", help="output folder (default robench-out/quickstart)")
     p.add_argument("--n", type=int, default=500, help="test points (default 500)")
-    p.set_defaults(func=cmd_quickstart, weights=None, weights_sha256=None)
+    p.set_defaults(func=cmd_quickstart, weights=None, weights_sha256=None, normalize=None)
