@@ -28,7 +28,7 @@ from robench.attacks.norms import NORM_NAMES, perturbation_norm
 from robench.attacks.square import L2Square, LinfSquare
 from robench.errors import RobenchError
 from robench.flags import Flag
-from robench.inference import predict
+from robench.inference import check_precision, predict
 from robench.metrics import Accuracy, accuracy
 from robench.report import Column, Report, number
 from robench.registry import ATTACKS
@@ -39,42 +39,49 @@ from robench.threats import Budget, Kind, Outputs, Threat
 #: robust accuracy (points) that Square may take off after the white-box attacks before the ensemble flags it
 SQUARE_POINTS = 0.2
 
-def ensemble(norm: str, version: str) -> dict[str, Attack]:
-    """The configured attacks of `version` in `norm`, by name, in the order they run."""
-    linf = norm == "linf"
+def ensemble(norm: str, version: str, precision: str = "fp32") -> dict[str, Attack]:
+    """The configured attacks of `version` in `norm`, by name, in the order they run, their passes in
+    `precision` (bf16/fp16: autocast, every success re-checked in fp32)."""
+    linf, p = norm == "linf", precision
     if version == "standard":
-        return {"apgd-ce": (LinfAPGD if linf else L2APGD)(loss="ce", steps=100),
-                "apgd-t": (LinfAPGDT if linf else L2APGDT)(targets=9, steps=100),
-                "fab-t": (LinfFABT if linf else L2FABT)(targets=9, steps=100),
-                "square": (LinfSquare if linf else L2Square)(queries=5000, p_init=0.8)}
+        return {"apgd-ce": (LinfAPGD if linf else L2APGD)(loss="ce", steps=100, precision=p),
+                "apgd-t": (LinfAPGDT if linf else L2APGDT)(targets=9, steps=100, precision=p),
+                "fab-t": (LinfFABT if linf else L2FABT)(targets=9, steps=100, precision=p),
+                "square": (LinfSquare if linf else L2Square)(queries=5000, p_init=0.8, precision=p)}
     if version == "rand":
         apgd = LinfAPGD if linf else L2APGD
-        return {"apgd-ce": apgd(loss="ce", steps=100, eot=20), "apgd-dlr": apgd(loss="dlr", steps=100, eot=20)}
+        return {"apgd-ce": apgd(loss="ce", steps=100, eot=20, precision=p),
+                "apgd-dlr": apgd(loss="dlr", steps=100, eot=20, precision=p)}
     if version == "plus":
         apgd = LinfAPGD if linf else L2APGD
-        return {"apgd-ce": apgd(loss="ce", steps=100, restarts=5), "apgd-dlr": apgd(loss="dlr", steps=100, restarts=5),
-                "fab": (LinfFAB if linf else L2FAB)(steps=100, restarts=5),
-                "square": (LinfSquare if linf else L2Square)(queries=5000, p_init=0.8),
-                "apgd-t": (LinfAPGDT if linf else L2APGDT)(targets=9, steps=100),
-                "fab-t": (LinfFABT if linf else L2FABT)(targets=9, steps=100)}
+        return {"apgd-ce": apgd(loss="ce", steps=100, restarts=5, precision=p),
+                "apgd-dlr": apgd(loss="dlr", steps=100, restarts=5, precision=p),
+                "fab": (LinfFAB if linf else L2FAB)(steps=100, restarts=5, precision=p),
+                "square": (LinfSquare if linf else L2Square)(queries=5000, p_init=0.8, precision=p),
+                "apgd-t": (LinfAPGDT if linf else L2APGDT)(targets=9, steps=100, precision=p),
+                "fab-t": (LinfFABT if linf else L2FABT)(targets=9, steps=100, precision=p)}
     raise RobenchError(f"autoattack version must be standard, plus or rand; got {version!r}.")
 
 
 @ATTACKS.register("autoattack")
 class AutoAttack:
-    """The AutoAttack ensemble in `norm` ("linf" or "l2"), `version` standard, plus or rand (see the module)."""
+    """The AutoAttack ensemble in `norm` ("linf" or "l2"), `version` standard, plus or rand (see the module),
+    with every pass in `precision` ("fp32"; "bf16" or "fp16" under autocast, each success re-checked in fp32:
+    on mnist-small-cnn, 100 points, bf16 took 0.64x fp32's CPU time for the same robust set)."""
 
     budget_parameters = {"eps": Budget(float)}
     label = None
     role = "ensemble"
     strength_parameters = ()
+    #: added after the boards' entries were computed in fp32: left out of the canonical spec at its default
+    quiet_defaults = ("precision",)
 
     def __init__(self, *, norm: Literal["linf", "l2"] = "linf",
-                 version: Literal["standard", "plus", "rand"] = "standard"):
+                 version: Literal["standard", "plus", "rand"] = "standard", precision: str = "fp32"):
         if norm not in ("linf", "l2"):
             raise RobenchError(f"autoattack norm must be linf or l2; got {norm!r}.")
-        self.norm, self.version = norm, version
-        self.attacks = ensemble(norm, version)
+        self.norm, self.version, self.precision = norm, version, check_precision(precision)
+        self.attacks = ensemble(norm, version, self.precision)
         self.label = f"AutoAttack {NORM_NAMES[norm]}" + ("" if version == "standard" else f" {version}")
 
     @classmethod

@@ -50,6 +50,12 @@ def test_versions():
     assert plus["apgd-ce"].restarts == plus["apgd-dlr"].restarts == plus["fab"].restarts == 5
     assert plus["apgd-dlr"].loss == "dlr" and plus["fab-t"].targets == plus["apgd-t"].targets == 9
     assert build_threat("autoattack:eps=0.3,version=plus").attack.label == "AutoAttack Linf plus"
+    assert build_threat("autoattack:eps=0.3").canonical == "autoattack:eps=0.3,norm=linf,version=standard"
+    bf16 = build_threat("autoattack:eps=0.3,precision=bf16")
+    assert bf16.canonical == "autoattack:eps=0.3,norm=linf,precision=bf16,version=standard"
+    assert {a.precision for a in bf16.attack.attacks.values()} == {"bf16"}
+    with pytest.raises(RobenchError, match="precision"):
+        build_threat("autoattack:eps=0.3,precision=int8")
     with pytest.raises(RobenchError, match="version"):
         build_threat("autoattack:eps=0.3,version=fast")
 
