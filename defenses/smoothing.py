@@ -31,7 +31,7 @@ from robench.threats import Kind, Outputs, Threat
 ABSTAIN = -1
 
 
-def lower_confidence_bound(n_a: int, n: int, alpha: float) -> float:
+def lower_confidence_bound(n_a: float, n: int, alpha: float) -> float:
     """One-sided (1 - alpha) Clopper-Pearson lower bound on p from n_a successes out of n."""
     return 0.0 if n_a == 0 else float(stats.beta.ppf(alpha, n_a, n - n_a + 1))
 
