@@ -303,6 +303,7 @@ def resolve(name: str, *, weights: str | None = None, sha256: str | None = None,
 
     if sha256 and not weights:
         raise RobenchError("--weights-sha256 checks a --weights file; give --weights too.")
+    given = None if normalize is None else parse_normalize(normalize)  # checked before any work
     own = None
     prefix, sep, rest = name.partition(":")
     if sep and prefix in SOURCES:
@@ -314,7 +315,7 @@ def resolve(name: str, *, weights: str | None = None, sha256: str | None = None,
         raise RobenchError("--weights goes with --model package.module:callable or source:name, not with a zoo name.")
     else:
         model = get(name).load(data_root=data_root, progress=progress)
-    return name_model(normalized(model, own if normalize is None else parse_normalize(normalize)), name)
+    return name_model(normalized(model, own if normalize is None else given), name)
 
 
 def register(entry: ModelEntry) -> ModelEntry:

@@ -98,7 +98,9 @@ def test_resnet_with_batchnorm_runs_every_kind_of_threat(source, resnets, cifar1
     assert clean["clean_accuracy"]["value"] >= 0.75  # the fitted head
     eps = repr(8 / 255)
     assert pgd["robust_accuracy"][eps]["value"] <= pgd["clean_accuracy"]["value"]
-    assert ensemble["robust_accuracy"][eps]["value"] <= pgd["robust_accuracy"][eps]["value"]
+    assert ensemble["robust_accuracy"][eps]["value"] <= ensemble["clean_accuracy"]["value"]
+    broken = sum(ensemble["broken_by"][eps].values())  # by APGD-CE, APGD-T, FAB-T or Square
+    assert ensemble["robust_accuracy"][eps]["correct"] + broken == ensemble["clean_accuracy"]["correct"]
     assert smoothing["certified_accuracy"]["0.0"]["n"] == 4
 
 
