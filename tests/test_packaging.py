@@ -12,7 +12,7 @@ def test_wheel_holds_every_module_under_robench_only(tmp_path):
     wheel = next(tmp_path.glob("robench-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {f"robench/{p.relative_to(ROOT / 'robench').as_posix()}" for p in (ROOT / "robench").rglob("*.py")}
-    for folder in ("attacks", "defenses", "corruptions", "leaderboards", "sources"):
+    for folder in ("attacks", "defenses", "corruptions", "leaderboards"):
         expected |= {f"robench/{folder}/{p.relative_to(ROOT / folder).as_posix()}"
                      for p in (ROOT / folder).rglob("*.py")}
     # package data: the leaderboard page template and the shipped benchmark files (the quickstart's)

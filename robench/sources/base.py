@@ -42,9 +42,15 @@ class ModelSource(ABC):
         library's own weights are used."""
 
     def require(self, module: str) -> ModuleType:
-        """`module` imported, or an error saying what to install."""
+        """`module` imported, or an error saying what to install. Deprecation warnings the library raises
+        on import (timm: `torch.jit.interface`) are its own, not the user's, and are not shown."""
+        import warnings
+
         try:
-            return importlib.import_module(module)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return importlib.import_module(module)
         except ImportError as exc:
             raise RobenchError(f"{self.name}: models need the package {module.split('.')[0]} ({exc}); "
                                f"install it with {self.install}.") from None
