@@ -3,6 +3,7 @@ it reads and writes (cache, data, zoo weights, results store) after `$ROBENCH_CA
 `--data-root` and `--store`, each with the setting it comes from."""
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from importlib import metadata
@@ -31,6 +32,7 @@ def _source(setting: str | None, variable: str, default: str) -> str:
     return f"${variable}" if os.environ.get(variable) else default
 
 
+@functools.lru_cache(maxsize=1)
 def cpu() -> str:
     """This machine's CPU as Linux names it, with its vendor ("AMD EPYC (AuthenticAMD)"), else the
     platform's processor string. Weights trained here depend on it (MKL picks kernels by vendor), so

@@ -112,7 +112,8 @@ def _train(model: nn.Module, data: DataSplit, recipe: Recipe, device: str | torc
             loss_sum += loss.item() * len(y)
             bar.update()
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
-        state.save(epoch + 1)
+        if epoch + 1 < recipe.epochs:  # after the last epoch the caller writes the weights themselves
+            state.save(epoch + 1)
     bar.close()
     model.eval()
     return {"train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
