@@ -43,8 +43,26 @@ def _strings(tree: ast.AST) -> list[tuple[int, str]]:
                   if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
                   and node.body and isinstance(node.body[0], ast.Expr)
                   and isinstance(node.body[0].value, ast.Constant) and isinstance(node.body[0].value.value, str)}
+    module_names = {id(node.args[0]) for node in ast.walk(tree) if _imports_by_name(node)}
     return [(node.lineno, node.value) for node in ast.walk(tree)
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings]
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)
+            and id(node) not in docstrings | module_names]
+
+
+#: calls whose first argument is a Python module's name (pyautoattack's import name is "autoattack")
+IMPORT_CALLS = {"find_spec", "import_module", "__import__"}
+
+
+def _imports_by_name(node: ast.AST) -> bool:
+    """`node` is a call that imports or registers a module by name: find_spec, import_module, __import__ or
+    sys.modules.setdefault."""
+    if not isinstance(node, ast.Call) or not node.args:
+        return False
+    func = node.func
+    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+    registers = (name == "setdefault" and isinstance(func, ast.Attribute)
+                 and isinstance(func.value, ast.Attribute) and func.value.attr == "modules")
+    return name in IMPORT_CALLS or registers
 
 
 def test_no_core_module_names_a_builtin_threat_or_its_metrics():
@@ -66,6 +84,12 @@ def test_the_grep_finds_what_it_looks_for():
     texts = [t for _, t in _strings(tree)]
     assert "abstention_rate" in texts and "smoothing:sigma=" in texts
     assert not any("docstring" in t for t in texts)
+
+
+def test_the_grep_skips_module_names_but_not_the_same_word_elsewhere():
+    tree = ast.parse('import importlib.util, sys\nimportlib.util.find_spec("autoattack")\n'
+                     'sys.modules.setdefault("autoattack", None)\nthreat = "autoattack"\n')
+    assert _strings(tree) == [(4, "autoattack")]
 
 
 # --------------------------------------------------------------------------- plugins from this module
