@@ -19,7 +19,7 @@ from robench.errors import RobenchError
 from robench.executors import LocalExecutor
 from robench.identity import code_digest, weights_digest
 from robench.inference import check_logits, check_weights, resolve_device, warn_if_probabilities
-from robench.progress import bar as progress_bar
+from robench.progress import bar as progress_bar, note
 from robench.spec import ThreatSpec
 from robench.store import Store
 from robench.threats import Outputs, Threat, ThreatContext, build_threat
@@ -157,8 +157,25 @@ def compute_shard(shared: tuple[nn.Module, dict[str, Threat], str], task: ShardT
     part = parts[task.part] if task.indices is None else parts[task.part].at(task.indices)
     if task.previous is not None:
         part = part.following(task.previous)
-    outputs = part.evaluate_shard(model.to(dev).eval(), task.x.to(dev), task.y.to(dev), generator)
+    try:
+        outputs = part.evaluate_shard(model.to(dev).eval(), task.x.to(dev), task.y.to(dev), generator)
+    except (torch.OutOfMemoryError, RuntimeError) as error:
+        if not _out_of_memory(error):
+            raise
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+        raise ShardOutOfMemory(f"a shard of {task.stop - task.start} examples ran out of memory on {dev}") from None
     return {k: np.asarray(v) for k, v in outputs.items()}
+
+
+class ShardOutOfMemory(RobenchError):
+    """A shard's evaluation ran out of memory; the loop halves the shard size and evaluates again."""
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    """`error` is an allocator's failure: CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError."""
+    text = str(error)
+    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
 
 
 def evaluate(model: nn.Module | str, threats: str | ThreatSpec | Threat | Sequence[str | ThreatSpec | Threat], *,
@@ -218,6 +235,38 @@ def _evaluate_threat(model, model_name, identity: dict[str, str], threat: Threat
     cached = store.get_record(record_key)
     if cached is not None and not with_outputs:
         return _named(Record.from_dict(cached), model_name)
+    planned = size
+    while True:
+        try:
+            merged, provenance = _evaluate_shards(model, model_name, threat, parts, data, store, seed, base, size,
+                                                  dev, progress, executor)
+            break
+        except ShardOutOfMemory as error:
+            if size == 1:
+                raise RobenchError(f"{model_name} | {threat.spec.name}: one example runs out of memory on {dev}; "
+                                   "free memory (other processes) or use a device with more.") from None
+            size = (size + 1) // 2
+            note(f"{model_name} | {threat.spec.name}: {error}; evaluating again in shards of {size} (a shard's "
+                 "random stream depends on its examples, so the record says which size ran)", enabled=progress)
+    if cached is not None:
+        record = _named(Record.from_dict(cached), model_name)
+        record.outputs = merged
+        return record
+    if size != planned:
+        provenance["planned_shard_size"] = planned
+    provenance = {**_environment(), "model": model_name, **base, "data_sha256": checksum,
+                  "threat_hash": threat.spec.hash, "indices": _indices_text(data.indices), **provenance}
+    record = Record(model_name, threat.canonical, threat.kind, data.dataset, data.split, len(data),
+                    threat.summarize(merged), provenance, merged if with_outputs else None)
+    store.put_record(record_key, record.to_dict())
+    return record
+
+
+def _evaluate_shards(model: nn.Module, model_name: str, threat: Threat, parts: dict[str, Threat], data: DataSlice,
+                     store: Store, seed: int, base: dict[str, Any], size: int, dev: torch.device, progress: bool,
+                     executor) -> tuple[Outputs, dict[str, Any]]:
+    """The threat's outputs on `data` in shards of `size` examples (each finished shard from or into `store`),
+    and the run's part of the provenance."""
     depth = _stage_depths(parts)
     shards: list[dict[str, str]] = []  # per shard, the store key of each part
     done: dict[str, Outputs] = {}
@@ -262,20 +311,9 @@ def _evaluate_threat(model, model_name, identity: dict[str, str], threat: Threat
     per_shard = [{k: v for key in keys.values() for k, v in done[key].items()} for keys in shards]
     merged = threat.combine(per_shard[0] if len(per_shard) == 1 else
                             {k: np.concatenate([p[k] for p in per_shard]) for k in per_shard[0]})
-    if cached is not None:
-        record = _named(Record.from_dict(cached), model_name)
-        record.outputs = merged
-        return record
-    provenance = {**_environment(), "model": model_name, **base, "data_sha256": checksum,
-                  "threat_hash": threat.spec.hash,
-                  "indices": _indices_text(data.indices), "shards": len(shards),
-                  "tasks": sum(map(len, shards)), "device": str(dev),
-                  "started": started.isoformat(timespec="seconds"),
-                  "wall_seconds": round(time.perf_counter() - clock, 3)}
-    record = Record(model_name, threat.canonical, threat.kind, data.dataset, data.split, len(data),
-                    threat.summarize(merged), provenance, merged if with_outputs else None)
-    store.put_record(record_key, record.to_dict())
-    return record
+    return merged, {"shards": len(shards), "shard_size": size, "tasks": sum(map(len, shards)), "device": str(dev),
+                    "started": started.isoformat(timespec="seconds"),
+                    "wall_seconds": round(time.perf_counter() - clock, 3)}
 
 
 def _stage_depths(parts: dict[str, Threat]) -> dict[str, int]:

@@ -194,3 +194,51 @@ def test_shard_size_follows_the_cost_of_threat_and_model():
     assert shard_size_for(build_threat("bitflip-random:flips=3,seeds=1"), large, x) is None
     # certification: the cost is n0 + n forward passes per example
     assert shard_size_for(build_threat("smoothing:n=100000"), large, x) == 1
+
+
+class _SmallMemory(nn.Module):
+    """`model`, except that a batch of more than `limit` inputs runs out of memory (as CUDA's allocator says)."""
+
+    def __init__(self, model: nn.Module, limit: int):
+        super().__init__()
+        self.model, self.limit = model, limit
+
+    def forward(self, x):
+        if len(x) > self.limit:
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {len(x)} images")
+        return self.model(x)
+
+
+def test_a_shard_that_runs_out_of_memory_is_evaluated_again_in_smaller_shards(embedded_model, tmp_path, capsys):
+    store = tmp_path / "s.sqlite"
+    spec = "pgd-linf:eps=0.1,steps=2,rel_step=0.5"
+    small = robench.evaluate(_SmallMemory(embedded_model, 12), ["clean", spec], dataset="mnist-5k", n=40,
+                             store=store, shard_size=40)
+    assert "a shard of 40 examples ran out of memory on cpu; evaluating again in shards of 20" in capsys.readouterr().err
+    assert [r.provenance["shard_size"] for r in small] == [10, 10]  # 40 -> 20 -> 10
+    assert [r.provenance["planned_shard_size"] for r in small] == [40, 40]
+    # the same shards with all the memory in the world give the same results
+    ample = robench.evaluate(embedded_model, ["clean", spec], dataset="mnist-5k", n=40,
+                             store=tmp_path / "t.sqlite", shard_size=10)
+
+    def counts(records):  # float rounding of the calibration metrics aside
+        return [r.metrics[key] for r, key in zip(records, ("clean_accuracy", "robust_accuracy"))]
+
+    assert counts(small) == counts(ample)
+    assert "planned_shard_size" not in ample[0].provenance
+    # a rerun is served from the store under the planned size (2: the batch of the check before evaluating)
+    again = robench.evaluate(_SmallMemory(embedded_model, 2), ["clean", spec], dataset="mnist-5k", n=40,
+                             store=store, shard_size=40)
+    assert counts(again) == counts(small)
+
+
+def test_one_example_out_of_memory_is_a_clear_error(embedded_model, tmp_path):
+    class Huge(_SmallMemory):
+        def forward(self, x):
+            if torch.is_grad_enabled() and x.requires_grad:
+                raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 GB")
+            return self.model(x)
+
+    with pytest.raises(RobenchError, match="one example runs out of memory on cpu"):
+        robench.evaluate(Huge(embedded_model, 0), "pgd-linf:eps=0.1,steps=2,rel_step=0.5", dataset="mnist-5k", n=8,
+                         store=tmp_path / "s.sqlite", shard_size=8)
