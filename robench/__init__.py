@@ -29,6 +29,7 @@ _EXPORTS: dict[str, str] = {
     "get_executor": "robench.executors", "resolve_device": "robench.inference",
     # threats
     "Threat": "robench.threats", "ThreatContext": "robench.threats", "build_threat": "robench.threats",
+    "in_precision": "robench.threats",
     "list_threats": "robench.api", "create_threat": "robench.api",
     "certify_threat": "robench.api", "certify": "robench.api", "Certification": "robench.api",
     "export_corruptions": "robench.api", "preview_corruptions": "robench.api",

@@ -249,3 +249,21 @@ def build_threat(spec: str | ThreatSpec) -> Threat:
     quiet = getattr(factory, "quiet_defaults", ())
     threat.spec = ThreatSpec(spec.name, {k: v for k, v in params.items() if k not in quiet or v != valid[k].default})
     return threat
+
+
+def in_precision(spec: str | ThreatSpec, precision: str) -> tuple[ThreatSpec, str | None]:
+    """`spec` evaluated in `precision` (autocast: AMP on CUDA, bf16 kernels on CPUs that have them) where its
+    threat has a precision parameter that allows it and the spec does not set one; otherwise `spec` as it
+    is and why (None when it was changed or already asks for `precision`)."""
+    spec = ThreatSpec.parse(spec) if isinstance(spec, str) else spec
+    if "precision" in spec.params:
+        given = spec.params["precision"]
+        return spec, None if given == precision else f"its spec sets precision={given}"
+    if "precision" not in parameters_of(_factory(spec.name)):
+        return spec, "it has no precision parameter"
+    changed = ThreatSpec(spec.name, {**spec.params, "precision": precision})
+    try:
+        build_threat(changed)
+    except RobenchError:  # e.g. bounds: a certificate computed in low precision is not a certificate
+        return spec, f"{spec.name} does not allow precision={precision}"
+    return changed, None

@@ -384,3 +384,18 @@ def test_help_names_the_version_and_info_the_locations_in_use(capsys, tmp_path, 
     lines = {line.split("  ")[0]: line for line in out.splitlines()}
     assert f"{tmp_path / 'flag'}  " in lines["data"] and "--data-root" in lines["data"]
     assert str(tmp_path / "s.sqlite") in lines["results store"] and "--store" in lines["results store"]
+
+
+def test_precision_applies_to_every_threat_that_allows_it_and_says_which_keep_their_own(capsys, tmp_path,
+                                                                                         embedded_model):
+    code, out, err = run(capsys, "run", "--model", "mnist5k-small-cnn", "--threat", "fgsm:eps=0.1", "--threat",
+                         "ibp:eps=0.1", "--threat", "clean", "--threat", "fgsm:eps=0.2,precision=fp32",
+                         "--dataset", "mnist-5k", "--n", "20", "--store", str(tmp_path / "s.sqlite"),
+                         "--format", "json", "--precision", "bf16")
+    assert code == 0
+    threats = [r["threat"] for r in json.loads(out)]
+    assert "precision=bf16" in threats[0] and "precision=fp32" in threats[1] and "precision=fp32" in threats[3]
+    assert "ibp:eps=0.1 keeps its own precision: ibp does not allow precision=bf16" in err
+    assert "clean keeps its own precision: it has no precision parameter" in err
+    assert "fgsm:eps=0.2,precision=fp32 keeps its own precision: its spec sets precision=fp32" in err
+    assert "fgsm:eps=0.1 keeps" not in err

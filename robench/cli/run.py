@@ -16,6 +16,7 @@ RUN_EXAMPLES = """
     robench run --model mnist-small-cnn --threat clean --threat "mnist-c:corruptions=fog|zigzag" --details
     robench run --model mnist-small-cnn --threat foolbox:LinfDeepFoolAttack:eps=0.1 --format json
     robench run --model mnist-small-cnn --threat "pgd-linf:eps=0.1|0.3" --format latex > table.tex
+    robench run --model mnist-small-cnn --threat autoattack:eps=0.3 --threat crown-ibp:eps=0.1 --precision bf16
     robench run --model mypkg.nets:make_model --weights model.safetensors --threat fgsm:eps=0.1
     robench run --model robustbench:Carmon2019Unlabeled --dataset cifar10 --n 1000 --threat autoattack:eps=8/255
     robench run --model timm:resnet18 --weights r18.safetensors --dataset cifar10 --threat pgd-linf:eps=8/255
@@ -38,6 +39,8 @@ def evaluate_grid(models: Sequence[str], threats: Sequence[str], args: argparse.
     """Every model under every threat, through the results store; specs and models are checked first."""
     from tqdm.auto import tqdm
 
+    if getattr(args, "precision", None):
+        threats = [_in_precision(t, args.precision, progress(args)) for t in threats]
     built = [robench.create_threat(t) for t in threats]  # check every spec and model before any work starts
     check_models(models, dataset, args)
     executor = robench.get_executor(getattr(args, "executor", "local"), getattr(args, "address", None),
@@ -54,6 +57,14 @@ def evaluate_grid(models: Sequence[str], threats: Sequence[str], args: argparse.
         grid.update(len(built))
     grid.close()
     return records
+
+
+def _in_precision(spec: str, precision: str, verbose: bool) -> str:
+    """`spec` in --precision where its threat allows it; a note where it keeps its own."""
+    changed, reason = robench.in_precision(spec, precision)
+    if reason and verbose:
+        print(f"robench: {spec} keeps its own precision: {reason}", file=sys.stderr)
+    return str(changed)
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -113,6 +124,9 @@ def add_run(sub, parents: Parents) -> None:
     p.add_argument("--n", type=int, help="evaluate the first N examples")
     p.add_argument("--indices", help="explicit example indices, e.g. 0,5,9 or 0:100")
     p.add_argument("--seed", type=int)
+    p.add_argument("--precision", choices=["bf16", "fp16"],
+                   help="evaluate every threat that allows it in this precision (autocast: AMP on CUDA, bf16 "
+                        "kernels on CPUs with AVX512-BF16 or AMX); certificates and weight attacks keep fp32")
     p.add_argument("--out", help="folder for records.json, results.md, results.csv and figures")
     p.add_argument("--format", choices=["table", "json", "csv", "markdown", "latex"], default="table",
                    help="table (default: fitted to the terminal, 120 columns in a pipe), markdown, csv, latex "
