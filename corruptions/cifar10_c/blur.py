@@ -71,9 +71,9 @@ def _gaussian(x: np.ndarray, sigma: float) -> np.ndarray:
 
 @register
 class GlassBlur(CifarCCorruption):
-    """Blur (sigma), truncate to 8 bits, then `iterations` passes of the original's sequential swap loop
-    (each visited pixel swaps with the one displaced by (dy, dx) uniform in [-delta, delta)^2, run exactly
-    in wavefronts as MNIST-C's), then blur again; (sigma, delta, iterations) = (0.05, 1, 1), (0.25, 1, 1),
+    """Blur (sigma), truncate to 8 bits, then `iterations` passes of the original's sequential loop, run
+    exactly in wavefronts as MNIST-C's (each visited pixel takes the value of the one displaced by (dy, dx)
+    uniform in [-delta, delta)^2: the original's swap of two RGB pixels, numpy views, copies), then blur again; (sigma, delta, iterations) = (0.05, 1, 1), (0.25, 1, 1),
     (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)."""
 
     name = PREFIX + "glass_blur"
@@ -89,7 +89,7 @@ class GlassBlur(CifarCCorruption):
         visits = sum(len(wave) for wave in waves)
         draws = numpy_rng(generator).integers(0, side * side, (n, iterations, visits), dtype=np.int16)
         offsets = (draws // side - delta) * SIZE + (draws % side - delta)  # (dy, dx) -> flat offset
-        swapped = in_chunks(partial(swap, waves), blurred.reshape(n, h * w, c), offsets, threaded=False)
+        swapped = in_chunks(partial(swap, waves, copy=True), blurred.reshape(n, h * w, c), offsets, threaded=False)
         return to_images(torch.from_numpy(_gaussian(swapped.reshape(n, h, w, c) / 255.0, sigma)).permute(0, 3, 1, 2),
                          images)
 

@@ -1,12 +1,13 @@
 """CIFAR-10-C's digital corruptions: brightness, contrast, elastic transform, pixelate and JPEG."""
 from __future__ import annotations
 
+import io
 from functools import lru_cache
 
 import numpy as np
 import torch
 from scipy import ndimage
-from torchvision.io import decode_jpeg, encode_jpeg
+from PIL import Image
 
 from robench.corruptions.base import register
 from robench.corruptions.cifar10_c.common import (PREFIX, SIZE, CifarCCorruption, bilinear, pixels, reflect101,
@@ -50,8 +51,8 @@ _POINTS = np.array([[26, 26], [26, 6], [6, 6]], dtype=np.float32)
 
 @register
 class ElasticTransform(CifarCCorruption):
-    """A random affine map (OpenCV's ``warpAffine``: the three `_POINTS` moved by U(-jitter, jitter), bilinear
-    at 1/32 pixel, border reflected about the edge pixels), then a displacement field per axis of
+    """A random affine map (OpenCV's ``warpAffine``: the three `_POINTS` moved by U(-jitter, jitter), bilinear,
+    border reflected about the edge pixels), then a displacement field per axis of
     alpha * Gaussian-smoothed (sigma, truncate 3, mode 'reflect') U(-1, 1) noise, sampled bilinearly
     (scipy's ``map_coordinates``, mode 'reflect'). (alpha, sigma, jitter) = 32 * (0, 0, 0.08),
     (0.05, 0.2, 0.07), (0.08, 0.06, 0.06), (0.1, 0.04, 0.05), (0.1, 0.03, 0.03)."""
@@ -61,23 +62,27 @@ class ElasticTransform(CifarCCorruption):
                    ((0, 0, 0.08), (0.05, 0.2, 0.07), (0.08, 0.06, 0.06), (0.1, 0.04, 0.05), (0.1, 0.03, 0.03)))
 
     def apply(self, images, generator):
-        alpha, sigma, jitter = self.level
-        x = pixels(images)
-        n, dev = len(x), x.device
+        _, _, jitter = self.level
+        n = len(images)
         moved = _POINTS + uniform(generator, -jitter, jitter, (n, 3, 2)).cpu().numpy().astype(np.float32)
-        # the inverse map, moved points -> control points: source (x, y) of each output pixel
-        ones = np.ones((n, 3, 1))
-        inverse = np.linalg.solve(np.concatenate([moved, ones], 2), np.broadcast_to(_POINTS, (n, 3, 2)))  # (n, 3, 2)
+        return to_images(self.warp(pixels(images), moved, numpy_rng(generator).uniform(-1, 1, (2, n, SIZE, SIZE))),
+                         images)
+
+    def warp(self, x: torch.Tensor, moved: np.ndarray, noise: np.ndarray) -> torch.Tensor:
+        """The transform of (N, 3, 32, 32) for given draws: the moved control points (N, 3, 2) float32 and
+        the noise U(-1, 1) of the column then row displacement (2, N, 32, 32)."""
+        alpha, sigma, _ = self.level
+        n, dev = len(x), x.device
+        # the inverse affine map, moved points -> control points: the source (x, y) of each output pixel
+        inverse = np.linalg.solve(np.concatenate([moved, np.ones((n, 3, 1))], 2), np.broadcast_to(_POINTS, (n, 3, 2)))
         span = torch.arange(SIZE, dtype=torch.float64)
-        grid = torch.stack(torch.meshgrid(span, span, indexing="xy"), -1)  # (H, W, 2): (x, y)
-        src = torch.cat([grid, torch.ones(SIZE, SIZE, 1, dtype=torch.float64)], -1) @ torch.from_numpy(inverse)[:, None]
-        src = (src * 32).round() / 32  # OpenCV's 5 fractional bits
-        warped = bilinear(x, src[..., 1].to(dev), src[..., 0].to(dev), reflect101)
-        noise = numpy_rng(generator).uniform(-1, 1, (2, n, SIZE, SIZE))
+        grid = torch.stack([*torch.meshgrid(span, span, indexing="xy"), torch.ones(SIZE, SIZE, dtype=torch.float64)], -1)
+        src = grid @ torch.from_numpy(inverse)[:, None]  # (N, H, W, 2)
+        warped = bilinear(x, src[..., 1].to(dev), src[..., 0].to(dev), reflect101).float().double()  # float32 image
         dx, dy = (torch.from_numpy(ndimage.gaussian_filter(u, (0, sigma, sigma), mode="reflect", truncate=3.0)
                                    * alpha).float().double().to(dev) for u in noise)
         rows, cols = torch.arange(SIZE, device=dev).view(1, SIZE, 1), torch.arange(SIZE, device=dev).view(1, 1, SIZE)
-        return to_images(bilinear(warped.float().double(), rows + dy, cols + dx, symmetric), images)
+        return bilinear(warped, rows + dy, cols + dx, symmetric)
 
 
 @lru_cache(maxsize=None)
@@ -120,14 +125,17 @@ class Pixelate(CifarCCorruption):
 
 @register
 class JpegCompression(CifarCCorruption):
-    """JPEG at quality 80, 65, 58, 50, 40 (libjpeg through torchvision, as the original's Pillow: 4:2:0
-    chroma subsampling, the standard tables scaled by quality)."""
+    """Pillow's JPEG at quality 80, 65, 58, 50, 40, as the original (image by image: libjpeg's own work)."""
 
     name = PREFIX + "jpeg_compression"
     deterministic = True
     levels = (80, 65, 58, 50, 40)
 
     def apply(self, images, generator):
-        x = (pixels(images) * 255).round().to(torch.uint8).cpu()
-        decoded = decode_jpeg(encode_jpeg(list(x), quality=self.level))
-        return to_images(torch.stack(decoded).double() / 255, images)
+        out = []
+        for image in (pixels(images) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy():
+            buffer = io.BytesIO()
+            Image.fromarray(image).save(buffer, "JPEG", quality=self.level)
+            with Image.open(buffer) as decoded:
+                out.append(np.asarray(decoded))
+        return to_images(torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).double() / 255, images)

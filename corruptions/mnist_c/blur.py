@@ -34,9 +34,10 @@ def swap_waves(delta: int, size: int = SIZE) -> tuple[np.ndarray, ...]:
     return tuple(np.array(waves[t]) for t in sorted(waves))
 
 
-def swap(waves: tuple[np.ndarray, ...], images: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+def swap(waves: tuple[np.ndarray, ...], images: np.ndarray, offsets: np.ndarray, copy: bool = False) -> np.ndarray:
     """The glass-blur swap loop on flat images (m, H*W) or (m, H*W, C): visit v of iteration i of image j swaps the
-    pixel with the one `offsets[j, i, v]` away (0: no swap), wave by wave."""
+    pixel with the one `offsets[j, i, v]` away (0: no swap), wave by wave. With `copy` the pixel takes its
+    partner's value and the partner keeps it, as the original's tuple swap does on numpy RGB pixels (views)."""
     x = images.copy()
     rows = np.arange(len(x))[None, :]
     for step in offsets.transpose(1, 2, 0):  # (visits, m) per iteration
@@ -47,7 +48,8 @@ def swap(waves: tuple[np.ndarray, ...], images: np.ndarray, offsets: np.ndarray)
             start += k
             mine = x[rows, wave[:, None]]
             x[rows, wave[:, None]] = x[rows, partner]
-            x[rows, partner] = mine
+            if not copy:
+                x[rows, partner] = mine
     return x
 
 
