@@ -61,7 +61,7 @@ IMAGENET_SETTINGS = {
 
 #: deterministic corruptions: (largest difference, largest fraction of differing values) in 8-bit steps
 DETERMINISTIC_TOLERANCE = {"brightness": (1, 0.02), "contrast": (0, 0.0), "defocus_blur": (1, 0.001),
-                           "zoom_blur": (1, 0.005), "jpeg_compression": (0, 0.0)}
+                           "zoom_blur": (1, 0.001), "jpeg_compression": (0, 0.0)}
 
 
 @pytest.fixture(scope="module")

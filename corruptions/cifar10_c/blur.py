@@ -45,10 +45,16 @@ def disk(radius: float, alias_blur: float) -> np.ndarray:
 
 def filter2d(x: torch.Tensor, kernel: np.ndarray) -> torch.Tensor:
     """OpenCV's ``filter2D`` of each channel of (N, C, H, W) with an odd square kernel, border reflected
-    about the edge pixels (BORDER_REFLECT_101)."""
-    reach = len(kernel) // 2
-    weight = torch.as_tensor(kernel, dtype=x.dtype, device=x.device).expand(x.shape[1], 1, *kernel.shape)
-    return F.conv2d(F.pad(x, (reach,) * 4, mode="reflect"), weight, groups=x.shape[1])
+    about the edge pixels (BORDER_REFLECT_101): a weighted sum of shifted copies (float64 convolution is
+    slow in torch)."""
+    size = len(kernel)
+    h, w = x.shape[2:]
+    padded = F.pad(x, (size // 2,) * 4, mode="reflect")
+    out = torch.zeros_like(x)
+    for (i, j), weight in np.ndenumerate(kernel):
+        if weight:
+            out += float(weight) * padded[..., i:i + h, j:j + w]
+    return out
 
 
 @register
@@ -118,7 +124,7 @@ class ZoomBlur(CifarCCorruption):
 
     def apply(self, images, generator):
         stop, step = self.level
-        x = pixels(images)
+        x = pixels(images).float()  # as the original
         factors = np.arange(1, stop, step)
         total = x.clone()
         for factor in factors:

@@ -14,7 +14,7 @@ class GaussianNoise(CifarCCorruption):
     levels = (0.04, 0.06, 0.08, 0.09, 0.10)
 
     def apply(self, images, generator):
-        return to_images(gaussian_noise(pixels(images), generator, self.level), images)
+        return to_images(gaussian_noise(pixels(images).float(), generator, self.level), images)
 
 
 @register
