@@ -22,7 +22,7 @@ from PIL import Image
 from scipy import ndimage
 
 import robench
-from robench.corruptions.cifar10_c import CIFAR10_C, PREFIX, Cifar10C, common, digital, weather
+from robench.corruptions.cifar10_c import CIFAR10_C, IMAGENET_C_LEVELS, PREFIX, Cifar10C, common, digital, weather
 from robench.corruptions.mnist_c.blur import swap, swap_waves
 from robench.errors import RobenchError
 from robench.registry import CORRUPTIONS
@@ -45,19 +45,6 @@ CIFAR_SETTINGS = {
     "brightness": (0.05, 0.1, 0.15, 0.2, 0.3), "contrast": (0.75, 0.5, 0.4, 0.3, 0.15),
     "elastic_transform": ((0, 0, 2.56), (1.6, 6.4, 2.24), (2.56, 1.92, 1.92), (3.2, 1.28, 1.6), (3.2, 0.96, 0.96)),
     "pixelate": (0.95, 0.9, 0.85, 0.75, 0.65), "jpeg_compression": (80, 65, 58, 50, 40)}
-
-#: imagecorruptions' (ImageNet-C) settings of the corruptions compared with it in the robench form
-IMAGENET_SETTINGS = {
-    "gaussian_noise": (0.08, 0.12, 0.18, 0.26, 0.38), "shot_noise": (60, 25, 12, 5, 3),
-    "impulse_noise": (0.03, 0.06, 0.09, 0.17, 0.27),
-    "defocus_blur": ((3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)),
-    "glass_blur": ((0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2)),
-    "zoom_blur": ((1.11, 0.01), (1.16, 0.01), (1.21, 0.02), (1.26, 0.02), (1.31, 0.03)),
-    "snow": ((0.1, 0.3, 3, 0.5, 10, 4, 0.8), (0.2, 0.3, 2, 0.5, 12, 4, 0.7), (0.55, 0.3, 4, 0.9, 12, 8, 0.7),
-             (0.55, 0.3, 4.5, 0.85, 12, 8, 0.65), (0.55, 0.3, 2.5, 0.85, 12, 12, 0.55)),
-    "fog": ((1.5, 2), (2.0, 2), (2.5, 1.7), (2.5, 1.5), (3.0, 1.4)),
-    "brightness": (0.1, 0.2, 0.3, 0.4, 0.5), "contrast": (0.4, 0.3, 0.2, 0.1, 0.05),
-    "jpeg_compression": (25, 18, 15, 10, 7)}
 
 #: deterministic corruptions: (largest difference, largest fraction of differing values) in 8-bit steps
 DETERMINISTIC_TOLERANCE = {"brightness": (1, 0.02), "contrast": (0, 0.0), "defocus_blur": (1, 0.001),
@@ -141,7 +128,7 @@ def test_bad_severity_and_name_are_one_line_errors():
 @pytest.mark.parametrize("name", list(DETERMINISTIC_TOLERANCE))
 def test_deterministic_corruptions_match_imagecorruptions(name, clean, ic):
     most, fraction = DETERMINISTIC_TOLERANCE[name]
-    for severity, level in enumerate(IMAGENET_SETTINGS[name], 1):
+    for severity, level in enumerate(IMAGENET_C_LEVELS[name], 1):
         diff = np.abs(_ours(name, clean, level) - _theirs(ic, name, clean, severity))
         assert diff.max() <= most and (diff > 0).mean() <= fraction, (name, severity, diff.max(), (diff > 0).mean())
 
@@ -161,7 +148,7 @@ def test_motion_blur_at_given_angles_matches_imagecorruptions(clean, ic):
     0.5% of the values (ImageMagick rounds its sum finer). Radius 20 exceeds the 32-pixel image, where
     imagecorruptions drops the taps and ImageMagick repeats the edge, so severities 1-4 of ImageNet-C."""
     angles = torch.linspace(-45, 45, N)
-    for radius, sigma in ((10, 3), (15, 5), (15, 8), (15, 12)):
+    for radius, sigma in IMAGENET_C_LEVELS["motion_blur"][:4]:
         ours = _uint8(common.motion_blur(common.pixels(clean), radius, sigma, angles))
         theirs = np.stack([np.uint8(np.clip(ic._motion_blur(im, radius, sigma, float(a)), 0, 255))
                            for im, a in zip(_uint8(clean).astype(np.uint8), angles)])
@@ -256,7 +243,7 @@ def test_noise_statistics_match_imagecorruptions(ic):
     expected = {"gaussian_noise": lambda c: c, "shot_noise": lambda c: 128 / 255 / c, "impulse_noise": lambda c: c}
     for name, stat in stats.items():
         for severity in (1, 3, 5):
-            level = IMAGENET_SETTINGS[name][severity - 1]
+            level = IMAGENET_C_LEVELS[name][severity - 1]
             ours, theirs = stat(_ours(name, grey, level)), stat(_theirs(ic, name, grey, severity))
             assert ours == pytest.approx(theirs, rel=0.05), (name, severity)
             cifar = CIFAR_SETTINGS[name][severity - 1]
@@ -288,7 +275,7 @@ def test_random_corruptions_change_images_as_imagecorruptions(name, clean, ic):
     change_tolerance, shift_tolerance = RANDOM_TOLERANCE[name]
     x = _uint8(clean)
     for severity in (1, 3, 5):
-        level = IMAGENET_SETTINGS[name][severity - 1]
+        level = IMAGENET_C_LEVELS[name][severity - 1]
         ours = np.stack([_ours(name, clean, level, seed=s) for s in range(4)]) - x
         theirs = np.stack([_theirs(ic, name, clean, severity, seed=s) for s in range(4)]) - x
         change = np.abs(theirs).mean()

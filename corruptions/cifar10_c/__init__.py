@@ -14,6 +14,6 @@ and `suite` (the `cifar10-c` CorruptionSuite).
 """
 from robench.corruptions.cifar10_c import noise, blur, weather, digital  # noqa: F401 (registers)
 from robench.corruptions.cifar10_c.common import PREFIX, CifarCCorruption
-from robench.corruptions.cifar10_c.suite import CIFAR10_C, Cifar10C
+from robench.corruptions.cifar10_c.suite import CIFAR10_C, IMAGENET_C_LEVELS, Cifar10C
 
-__all__ = ["CIFAR10_C", "Cifar10C", "CifarCCorruption", "PREFIX"]
+__all__ = ["CIFAR10_C", "IMAGENET_C_LEVELS", "Cifar10C", "CifarCCorruption", "PREFIX"]

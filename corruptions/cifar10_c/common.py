@@ -60,7 +60,8 @@ def clipped_zoom(x: torch.Tensor, factor: float) -> torch.Tensor:
 def motion_blur(x: torch.Tensor, radius: float, sigma: float, angles: torch.Tensor) -> torch.Tensor:
     """ImageMagick's motion blur (as Wand's ``motion_blur``) of (N, C, H, W) on the 8-bit grid at per-image
     `angles` (N,) in degrees: pixel p is the kernel-weighted sum of the pixels at p + round(i * (sin a, cos a))
-    (rows, columns), edges repeated; 8-bit output (truncated, as fitted to ImageMagick for MNIST-C)."""
+    (rows, columns), edges repeated; 8-bit output (truncated, as fitted to ImageMagick for MNIST-C). Sums in
+    float32: their error is far below the 1e-3 margin of the truncation."""
     kernel = motion_kernel(radius, sigma)
     n, c, h, w = x.shape
     rad = torch.deg2rad(angles.double()).to(x.device)[:, None]
@@ -69,12 +70,12 @@ def motion_blur(x: torch.Tensor, radius: float, sigma: float, angles: torch.Tens
     dx = torch.ceil(steps * torch.cos(rad) - 0.5).long()
     rows = torch.arange(h, device=x.device).view(1, h, 1)
     cols = torch.arange(w, device=x.device).view(1, 1, w)
-    flat = x.reshape(n, c, h * w)
+    flat = x.float().reshape(n, c, h * w)
     out = torch.zeros_like(flat)
     for i, weight in enumerate(kernel):
         where = ((rows + dy[:, i, None, None]).clamp(0, h - 1) * w + (cols + dx[:, i, None, None]).clamp(0, w - 1))
         out += float(weight) * flat.gather(2, where.reshape(n, 1, h * w).expand(n, c, h * w))
-    return out.reshape(n, c, h, w).mul_(255).add_(1e-3).floor_().div_(255)
+    return out.double().reshape(n, c, h, w).mul_(255).add_(1e-3).floor_().div_(255)
 
 
 def reflect101(i: torch.Tensor, n: int) -> torch.Tensor:
@@ -97,12 +98,12 @@ def bilinear(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
     r0, c0 = rows.floor(), cols.floor()
     fr, fc = (rows - r0).unsqueeze(1), (cols - c0).unsqueeze(1)
     r0, c0 = r0.long(), c0.long()
+    top, bottom = border(r0, h) * w, border(r0 + 1, h) * w
+    left, right = border(c0, w), border(c0 + 1, w)
     flat = x.reshape(n, c, h * w)
 
-    def at(r: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-        where = (border(r, h) * w + border(q, w)).reshape(n, 1, h * w).expand(n, c, h * w)
-        return flat.gather(2, where).reshape(n, c, h, w)
+    def at(where: torch.Tensor) -> torch.Tensor:
+        return flat.gather(2, where.reshape(n, 1, h * w).expand(n, c, h * w)).reshape(n, c, h, w)
 
-    top = at(r0, c0) * (1 - fc) + at(r0, c0 + 1) * fc
-    bottom = at(r0 + 1, c0) * (1 - fc) + at(r0 + 1, c0 + 1) * fc
-    return top * (1 - fr) + bottom * fr
+    upper = torch.lerp(at(top + left), at(top + right), fc)
+    return torch.lerp(upper, torch.lerp(at(bottom + left), at(bottom + right), fc), fr)
