@@ -176,7 +176,8 @@ def test_frost_blends_a_fifth_scale_crop_of_the_photographs(clean):
         assert np.abs(ours - small).max() <= (0 if file.endswith(".png") else 2), file
     severity, (keep, weight) = 5, CIFAR_SETTINGS["frost"][4]
     out = CORRUPTIONS.create(PREFIX + "frost", severity=severity)(torch.zeros(4, 3, 32, 32))
-    windows = [stack[k, :, :h, :w].double().unfold(1, 32, 1).unfold(2, 32, 1) for k, (h, w) in enumerate(sizes.tolist())]
+    windows = [stack[k, :, :h, :w].double().unfold(1, 32, 1).unfold(2, 32, 1)
+               for k, (h, w) in enumerate(sizes.tolist())]
     for image in _uint8(out):
         target = torch.from_numpy(image).permute(2, 0, 1).double()
         best = min(float((torch.floor(weight * win) - target[:, None, None]).abs().amax((0, 3, 4)).min())

@@ -66,7 +66,7 @@ class DefocusBlur(CifarCCorruption):
     deterministic = True
     levels = ((0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1))
 
-    def apply(self, images, generator):
+    def corrupt(self, images, generator):
         return to_images(filter2d(pixels(images), disk(*self.level)), images)
 
 
@@ -77,15 +77,17 @@ def _gaussian(x: np.ndarray, sigma: float) -> np.ndarray:
 
 @register
 class GlassBlur(CifarCCorruption):
-    """Blur (sigma), truncate to 8 bits, then `iterations` passes of the original's sequential loop, run
-    exactly in wavefronts as MNIST-C's (each visited pixel takes the value of the one displaced by (dy, dx)
-    uniform in [-delta, delta)^2: the original's swap of two RGB pixels, numpy views, copies), then blur again; (sigma, delta, iterations) = (0.05, 1, 1), (0.25, 1, 1),
-    (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)."""
+    """Blur, local pixel moves, blur again; (sigma, delta, iterations) = (0.05, 1, 1), (0.25, 1, 1),
+    (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2).
+
+    The blur (sigma) is truncated to 8 bits; then `iterations` passes of the original's sequential loop run
+    exactly, in wavefronts as MNIST-C's: each visited pixel takes the value of the one displaced by (dy, dx)
+    uniform in [-delta, delta)^2 (the original's swap of two RGB pixels, numpy views, copies)."""
 
     name = PREFIX + "glass_blur"
     levels = ((0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2))
 
-    def apply(self, images, generator):
+    def corrupt(self, images, generator):
         sigma, delta, iterations = self.level
         n, c, h, w = images.shape
         x = pixels(images).permute(0, 2, 3, 1).cpu().numpy()
@@ -108,7 +110,7 @@ class MotionBlur(CifarCCorruption):
     name = PREFIX + "motion_blur"
     levels = ((6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5))
 
-    def apply(self, images, generator):
+    def corrupt(self, images, generator):
         angles = uniform(generator, -45, 45, (len(images),))
         return to_images(motion_blur(pixels(images), *self.level, angles), images)
 
@@ -122,7 +124,7 @@ class ZoomBlur(CifarCCorruption):
     deterministic = True
     levels = ((1.06, 0.01), (1.11, 0.01), (1.16, 0.01), (1.21, 0.01), (1.26, 0.01))
 
-    def apply(self, images, generator):
+    def corrupt(self, images, generator):
         stop, step = self.level
         x = pixels(images).float()  # as the original
         factors = np.arange(1, stop, step)

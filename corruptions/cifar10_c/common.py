@@ -3,6 +3,7 @@ the operations several use (the clipped zoom, ImageMagick's motion blur, bilinea
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from typing import Callable
 
 import numpy as np
@@ -29,14 +30,26 @@ def to_images(values: torch.Tensor | np.ndarray, like: torch.Tensor) -> torch.Te
     return values.clamp(0, 1).mul_(255).floor_().div_(255).to(like.dtype)
 
 
+#: images corrupted at once: the work stays in the CPU caches (several times faster on 1,000 images than one
+#: batch); the draws of a chunk follow those of the one before, so it is part of the seeding
+CHUNK = 128
+
+
 class CifarCCorruption(Graded):
     """A CIFAR-10-C corruption: RGB 32x32 images, severity 1-5 with the CIFAR-10-C settings (`levels`);
-    severity 3 by default."""
+    severity 3 by default. Subclasses implement `corrupt`, which `apply` runs on chunks of CHUNK images."""
 
     input_shape = (3, SIZE, SIZE)
 
     def __init__(self, *, severity: int = 3):
         super().__init__(severity)
+
+    def apply(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return torch.cat([self.corrupt(images[i:i + CHUNK], generator) for i in range(0, len(images), CHUNK)])
+
+    @abstractmethod
+    def corrupt(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The corrupted images of one chunk (N <= CHUNK, 3, 32, 32), same shape, in [0, 1]."""
 
 
 def uniform(generator: torch.Generator, low: float, high: float, shape: tuple[int, ...]) -> torch.Tensor:

@@ -24,7 +24,7 @@ class Brightness(CifarCCorruption):
     deterministic = True
     levels = (0.05, 0.1, 0.15, 0.2, 0.3)
 
-    def apply(self, images, generator):
+    def corrupt(self, images, generator):
         x = pixels(images)
         value = x.amax(1, keepdim=True)
         brighter = (value + self.level).clamp(max=1)
@@ -39,7 +39,7 @@ class Contrast(CifarCCorruption):
     deterministic = True
     levels = (0.75, 0.5, 0.4, 0.3, 0.15)
 
-    def apply(self, images, generator):
+    def corrupt(self, images, generator):
         x = pixels(images)
         mean = x.mean((2, 3), keepdim=True)
         return to_images((x - mean) * self.level + mean, images)
@@ -51,17 +51,19 @@ _POINTS = np.array([[26, 26], [26, 6], [6, 6]], dtype=np.float32)
 
 @register
 class ElasticTransform(CifarCCorruption):
-    """A random affine map (OpenCV's ``warpAffine``: the three `_POINTS` moved by U(-jitter, jitter), bilinear,
-    border reflected about the edge pixels), then a displacement field per axis of
-    alpha * Gaussian-smoothed (sigma, truncate 3, mode 'reflect') U(-1, 1) noise, sampled bilinearly
-    (scipy's ``map_coordinates``, mode 'reflect'). (alpha, sigma, jitter) = 32 * (0, 0, 0.08),
-    (0.05, 0.2, 0.07), (0.08, 0.06, 0.06), (0.1, 0.04, 0.05), (0.1, 0.03, 0.03)."""
+    """A random affine map, then a smooth random displacement; (alpha, sigma, jitter) = 32 * (0, 0, 0.08),
+    (0.05, 0.2, 0.07), (0.08, 0.06, 0.06), (0.1, 0.04, 0.05), (0.1, 0.03, 0.03).
+
+    The affine map is OpenCV's ``warpAffine`` moving the three `_POINTS` by U(-jitter, jitter) (bilinear,
+    border reflected about the edge pixels); the displacement per axis is alpha * Gaussian-smoothed (sigma,
+    truncate 3, mode 'reflect') U(-1, 1) noise, sampled bilinearly (scipy's ``map_coordinates``, mode
+    'reflect')."""
 
     name = PREFIX + "elastic_transform"
     levels = tuple((SIZE * a, SIZE * s, SIZE * j) for a, s, j in
                    ((0, 0, 0.08), (0.05, 0.2, 0.07), (0.08, 0.06, 0.06), (0.1, 0.04, 0.05), (0.1, 0.03, 0.03)))
 
-    def apply(self, images, generator):
+    def corrupt(self, images, generator):
         _, _, jitter = self.level
         n = len(images)
         moved = _POINTS + uniform(generator, -jitter, jitter, (n, 3, 2)).cpu().numpy().astype(np.float32)
@@ -76,7 +78,8 @@ class ElasticTransform(CifarCCorruption):
         # the inverse affine map, moved points -> control points: the source (x, y) of each output pixel
         inverse = np.linalg.solve(np.concatenate([moved, np.ones((n, 3, 1))], 2), np.broadcast_to(_POINTS, (n, 3, 2)))
         span = torch.arange(SIZE, dtype=torch.float64)
-        grid = torch.stack([*torch.meshgrid(span, span, indexing="xy"), torch.ones(SIZE, SIZE, dtype=torch.float64)], -1)
+        ones = torch.ones(SIZE, SIZE, dtype=torch.float64)
+        grid = torch.stack([*torch.meshgrid(span, span, indexing="xy"), ones], -1)  # (H, W, 3): (x, y, 1)
         src = grid @ torch.from_numpy(inverse)[:, None]  # (N, H, W, 2)
         warped = bilinear(x, src[..., 1].to(dev), src[..., 0].to(dev), reflect101).float().double()  # float32 image
         dx, dy = (torch.from_numpy(ndimage.gaussian_filter(u, (0, sigma, sigma), mode="reflect", truncate=3.0)
@@ -118,7 +121,7 @@ class Pixelate(CifarCCorruption):
     deterministic = True
     levels = (0.95, 0.9, 0.85, 0.75, 0.65)
 
-    def apply(self, images, generator):
+    def corrupt(self, images, generator):
         x = pixels(images) * 255
         return to_images(box_resize(box_resize(x, int(SIZE * self.level)), SIZE) / 255, images)
 
@@ -131,7 +134,7 @@ class JpegCompression(CifarCCorruption):
     deterministic = True
     levels = (80, 65, 58, 50, 40)
 
-    def apply(self, images, generator):
+    def corrupt(self, images, generator):
         out = []
         for image in (pixels(images) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy():
             buffer = io.BytesIO()

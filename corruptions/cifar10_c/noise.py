@@ -15,7 +15,7 @@ class GaussianNoise(CifarCCorruption):
     name = PREFIX + "gaussian_noise"
     levels = (0.04, 0.06, 0.08, 0.09, 0.10)
 
-    def apply(self, images, generator):
+    def corrupt(self, images, generator):
         return to_images(gaussian_noise(pixels(images).float(), generator, self.level), images)
 
 
@@ -26,7 +26,7 @@ class ShotNoise(CifarCCorruption):
     name = PREFIX + "shot_noise"
     levels = (500, 250, 100, 75, 50)
 
-    def apply(self, images, generator):
+    def corrupt(self, images, generator):
         # not corruptions.noise.shot_noise, which draws only where x > 0: fast on MNIST, slow on most images
         return to_images(torch.poisson(pixels(images) * self.level, generator=generator) / self.level, images)
 
@@ -38,5 +38,5 @@ class ImpulseNoise(CifarCCorruption):
     name = PREFIX + "impulse_noise"
     levels = (0.01, 0.02, 0.03, 0.05, 0.07)
 
-    def apply(self, images, generator):
+    def corrupt(self, images, generator):
         return to_images(impulse_noise(pixels(images), generator, self.level), images)

@@ -24,16 +24,18 @@ from robench.errors import RobenchError
 
 @register
 class Snow(CifarCCorruption):
-    """A snow layer N(mean, std) per pixel, `clipped_zoom`ed, zero below `cut`, on the 8-bit grid,
+    """Falling snow over a brightened image; settings (mean, std, zoom, cut, radius, sigma, keep) as the
+    original's CIFAR-10 table.
+
+    A snow layer N(mean, std) per pixel is `clipped_zoom`ed, zeroed below `cut`, put on the 8-bit grid and
     motion-blurred (radius, sigma) at an angle uniform in [-135, -45] degrees; the image is brightened
-    towards 1.5 * grey + 0.5 (weight 1 - keep) and the layer is added with its 180-degree rotation.
-    Settings (mean, std, zoom, cut, radius, sigma, keep) as the original's CIFAR table."""
+    towards 1.5 * grey + 0.5 (weight 1 - keep) and the layer is added with its 180-degree rotation."""
 
     name = PREFIX + "snow"
     levels = ((0.1, 0.2, 1, 0.6, 8, 3, 0.95), (0.1, 0.2, 1, 0.5, 10, 4, 0.9), (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9),
               (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85), (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8))
 
-    def apply(self, images, generator):
+    def corrupt(self, images, generator):
         mean, std, zoom, cut, radius, sigma, keep = self.level
         x = pixels(images)
         n = len(x)
@@ -86,7 +88,7 @@ class Frost(CifarCCorruption):
         super().__init__(severity=severity)
         frost_layers()  # fails early, with the fix, where the photographs are missing
 
-    def apply(self, images, generator):
+    def corrupt(self, images, generator):
         keep, weight = self.level
         stack, sizes = frost_layers()
         n, dev = len(images), generator.device
@@ -134,7 +136,7 @@ class Fog(CifarCCorruption):
     name = PREFIX + "fog"
     levels = ((0.2, 3), (0.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75))
 
-    def apply(self, images, generator):
+    def corrupt(self, images, generator):
         strength, decay = self.level
         x = pixels(images)
         top = x.amax((1, 2, 3), keepdim=True)
