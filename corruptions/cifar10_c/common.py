@@ -45,7 +45,8 @@ class CifarCCorruption(Graded):
         super().__init__(severity)
 
     def apply(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return torch.cat([self.corrupt(images[i:i + CHUNK], generator) for i in range(0, len(images), CHUNK)])
+        chunks = [self.corrupt(images[i:i + CHUNK], generator) for i in range(0, len(images), CHUNK)]
+        return torch.cat(chunks) if chunks else images.clone()
 
     @abstractmethod
     def corrupt(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
