@@ -54,6 +54,19 @@ class Corruption(ABC):
         return CorruptionThreat({cls.name: cls(**params)})
 
 
+class Graded(Corruption):
+    """A corruption with a published table of settings, one per severity 1..len(levels); `level` holds
+    the chosen one."""
+
+    levels: ClassVar[tuple]
+
+    def __init__(self, severity: int):
+        if severity not in range(1, len(self.levels) + 1):
+            raise RobenchError(f"{self.name} severity must be 1..{len(self.levels)}; got {severity!r}.")
+        self.severity = severity
+        self.level = self.levels[severity - 1]
+
+
 def register(cls: type[Corruption]) -> type[Corruption]:
     """Class decorator: register a Corruption subclass under its `name`."""
     return CORRUPTIONS.register(cls.name, cls)

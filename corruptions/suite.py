@@ -65,13 +65,16 @@ class CorruptionSuite:
     """A suite of registered corruptions. Subclasses set `name` (registered name), `label` (in table
     titles), `members` (corruption names, in the official order) and `severities` (None: each
     corruption at its own default, as in a published set with one severity per corruption); they may
-    override `files` for their official export layout. The threat parameter `corruptions` picks some
+    override `files` for their official export layout and set `prefix`. The threat parameter `corruptions` picks some
     of the members ("all": every one)."""
 
     name: ClassVar[str]
     label: ClassVar[str]
     members: ClassVar[tuple[str, ...]]
     severities: ClassVar[tuple[int, ...] | None] = None
+    #: the members' registered names are prefix + member ("cifar10-c:fog"), where a suite's corruption
+    #: shares its name with another suite's
+    prefix: ClassVar[str] = ""
 
     def __init__(self, *, corruptions: tuple[str, ...] = ("all",)):
         names = self.members if tuple(corruptions) == ("all",) else tuple(corruptions)
@@ -85,8 +88,9 @@ class CorruptionSuite:
             for severity in self.severities or (None,):
                 part = self.part_name(name, severity)
                 self.parts[part] = (name, severity)
-                self.corruptions[part] = (CORRUPTIONS.create(name) if severity is None
-                                          else CORRUPTIONS.create(name, severity=severity))
+                registered = self.prefix + name
+                self.corruptions[part] = (CORRUPTIONS.create(registered) if severity is None
+                                          else CORRUPTIONS.create(registered, severity=severity))
 
     @staticmethod
     def part_name(corruption: str, severity: int | None) -> str:

@@ -102,7 +102,7 @@ def test_glass_blur_waves_keep_the_original_order_of_interacting_swaps():
     """Running the swap loop by waves is exact: visits in one wave touch disjoint pixels, and any two
     visits that touch a common pixel run in the original's order."""
     for delta in (1, 2, 3, 4):
-        waves = blur._swap_waves(delta)
+        waves = blur.swap_waves(delta)
         wave_of = {int(p): t for t, wave in enumerate(waves) for p in wave}
         order = sorted(wave_of, reverse=True)  # the original: rows, then columns, from the bottom right
         assert len(order) == (28 - 2 * delta) ** 2

@@ -19,24 +19,25 @@ def _row_blur(x: np.ndarray, sigma: float) -> np.ndarray:
 
 
 @lru_cache(maxsize=None)
-def _swap_waves(delta: int) -> tuple[np.ndarray, ...]:
+def swap_waves(delta: int, size: int = SIZE) -> tuple[np.ndarray, ...]:
     """Flat pixel indices of the glass-blur swap loop, grouped into waves that can run at once.
 
-    The original visits (h, w) for h, w = 28-delta .. delta+1 in row-major order from the bottom right,
+    The original visits (h, w) for h, w = size-delta .. delta+1 in row-major order from the bottom right,
     swapping each pixel with one in the 2*delta square above-left of (h+delta-1, w+delta-1). Two visits
     touch common pixels only if |dh|, |dw| < 2*delta, so with t = 2*delta*(H - h) + (H - w) every wave of
     equal t touches disjoint pixels and any two visits that interact run in the original order."""
-    top = SIZE - delta
+    top = size - delta
     cells = [(h, w) for h in range(top, delta, -1) for w in range(top, delta, -1)]
     waves: dict[int, list[int]] = {}
     for h, w in cells:
-        waves.setdefault(2 * delta * (top - h) + (top - w), []).append(h * SIZE + w)
+        waves.setdefault(2 * delta * (top - h) + (top - w), []).append(h * size + w)
     return tuple(np.array(waves[t]) for t in sorted(waves))
 
 
-def _swap(waves: tuple[np.ndarray, ...], images: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """The glass-blur swap loop on flat images (m, 784): visit v of iteration i of image j swaps the
-    pixel with the one `offsets[j, i, v]` away (0: no swap), wave by wave."""
+def swap(waves: tuple[np.ndarray, ...], images: np.ndarray, offsets: np.ndarray, copy: bool = False) -> np.ndarray:
+    """The glass-blur swap loop on flat images (m, H*W) or (m, H*W, C): visit v of iteration i of image j swaps the
+    pixel with the one `offsets[j, i, v]` away (0: no swap), wave by wave. With `copy` the pixel takes its
+    partner's value and the partner keeps it, as the original's tuple swap does on numpy RGB pixels (views)."""
     x = images.copy()
     rows = np.arange(len(x))[None, :]
     for step in offsets.transpose(1, 2, 0):  # (visits, m) per iteration
@@ -47,7 +48,8 @@ def _swap(waves: tuple[np.ndarray, ...], images: np.ndarray, offsets: np.ndarray
             start += k
             mine = x[rows, wave[:, None]]
             x[rows, wave[:, None]] = x[rows, partner]
-            x[rows, partner] = mine
+            if not copy:
+                x[rows, partner] = mine
     return x
 
 
@@ -68,18 +70,18 @@ class GlassBlur(Graded):
         n = len(images)
         blurred = np.floor(_row_blur(grey(images), sigma) * 255).astype(np.uint8)  # np.uint8() truncates
         side = 2 * delta
-        waves = _swap_waves(delta)
+        waves = swap_waves(delta)
         visits = sum(len(w) for w in waves)
         # one draw per visit: below side^2 -> swap with offset (r // side, r % side) - delta, else keep
         draws = numpy_rng(generator).integers(0, 2 * side * side, (iterations, visits, n), dtype=np.int16)
         offsets = np.where(draws < side * side, (draws // side - delta) * SIZE + (draws % side - delta), 0)
-        swapped = in_chunks(partial(_swap, waves), blurred.reshape(n, SIZE * SIZE), offsets.transpose(2, 0, 1),
+        swapped = in_chunks(partial(swap, waves), blurred.reshape(n, SIZE * SIZE), offsets.transpose(2, 0, 1),
                              threaded=False)
         again = _row_blur(swapped.reshape(n, SIZE, SIZE) / 255.0, sigma)
         return to_images(again, images)
 
 
-def _motion_kernel(radius: float, sigma: float) -> np.ndarray:
+def motion_kernel(radius: float, sigma: float) -> np.ndarray:
     """ImageMagick's one-sided motion-blur kernel: exp(-i^2 / 2 sigma^2), i = 0 .. 2*ceil(radius), normalised."""
     i = np.arange(2 * math.ceil(radius) + 1, dtype=np.float64)
     k = np.exp(-(i * i) / (2 * sigma * sigma)) / (math.sqrt(2 * math.pi) * sigma)
@@ -102,7 +104,7 @@ class MotionBlur(Graded):
 
     def blur(self, images: torch.Tensor, angles: np.ndarray) -> np.ndarray:
         """The blurred images (N, 28, 28) on the 8-bit grid for angles (N,) in degrees."""
-        return in_chunks(partial(self._blur, _motion_kernel(*self.level)), np.round(grey(images) * 255), angles)
+        return in_chunks(partial(self._blur, motion_kernel(*self.level)), np.round(grey(images) * 255), angles)
 
     @staticmethod
     def _blur(kernel: np.ndarray, grey: np.ndarray, angles: np.ndarray) -> np.ndarray:

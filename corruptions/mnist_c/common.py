@@ -3,13 +3,11 @@ chunks on threads, numpy randomness from the torch generator, and the base class
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import ClassVar
-
 import numpy as np
 import torch
 
+from robench.corruptions import base
 from robench.corruptions.base import Corruption
-from robench.errors import RobenchError
 
 
 SIZE = 28
@@ -57,13 +55,5 @@ class MnistCCorruption(Corruption):
     input_shape = (1, SIZE, SIZE)
 
 
-class Graded(MnistCCorruption):
-    """A corruption with the original's five severity levels; `level` holds the chosen setting."""
-
-    levels: ClassVar[tuple]
-
-    def __init__(self, severity: int):
-        if severity not in range(1, len(self.levels) + 1):
-            raise RobenchError(f"{self.name} severity must be 1..{len(self.levels)}; got {severity!r}.")
-        self.severity = severity
-        self.level = self.levels[severity - 1]
+class Graded(base.Graded, MnistCCorruption):
+    """An MNIST-C corruption with the original's five severity levels."""
