@@ -100,7 +100,9 @@ def _train(model: nn.Module, data: DataSplit, recipe: Recipe, device: str | torc
                 x, y = defense.transform(model, x, y, generator)
                 model.train()
             logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            loss = defense.loss(model, x, y, logits) if defense is not None else None
+            if loss is None:
+                loss = F.cross_entropy(logits, y)
             penalty = defense.penalty(model) if defense is not None else None
             total = loss if penalty is None else loss + penalty
             optimizer.zero_grad(set_to_none=True)

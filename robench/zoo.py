@@ -19,7 +19,7 @@ from robench import nets
 from robench.data import dataset_info, load_dataset
 from robench.errors import RobenchError
 from robench.files import atomic_path, atomic_write, cache_root, download, file_digest
-from robench.registry import MODELS
+from robench.registry import DEFENSES, MODELS
 from robench.training import Recipe, train
 
 #: bump when the training loop changes what it produces: every cached entry is then retrained
@@ -52,7 +52,16 @@ class ModelEntry:
     def recipe_hash(self) -> str:
         what = {"dataset": self.dataset, "arch": self.arch, "recipe": self.recipe.as_dict(),
                 "training_version": TRAINING_VERSION}
+        defense = self.recipe.defense
+        depends = DEFENSES.get(defense).depends_on(self.recipe.defense_params) if defense else {}
+        if depends:  # entries without dependencies keep the hash they had before dependencies were recorded
+            what["depends_on"] = depends
         return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
+
+    @property
+    def identity(self) -> str:
+        """What identifies the weights: the sha256 of given weights, else the recipe hash."""
+        return self.sha256.lower() if self.weights and self.sha256 else self.recipe_hash
 
     @property
     def cache_path(self) -> Path:
