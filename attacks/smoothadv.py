@@ -40,6 +40,11 @@ class SmoothAdv(Attack):
             raise RobenchError(f"smoothadv needs m >= 1 and steps >= 1; got m={m}, steps={steps}.")
         self.m, self.steps = m, steps
 
+    def noise(self, x: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
+        """The `m` noise draws (m, *x.shape) for the images `x`: `run`'s first use of its generator, so a
+        generator in the same state gives the draws an attack used (SmoothAdv training trains on them)."""
+        return torch.randn((self.m, *x.shape), generator=generator, device=x.device, dtype=x.dtype) * sigma
+
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
             generator: torch.Generator) -> torch.Tensor:
         if not isinstance(model, Smooth):
@@ -47,7 +52,7 @@ class SmoothAdv(Attack):
                                "Smooth(model, num_classes, sigma) (the threat spec does this for you).")
         if eps == 0:
             return x.clone()
-        noise = torch.randn((self.m, *x.shape), generator=generator, device=x.device, dtype=x.dtype) * model.sigma
+        noise = self.noise(x, model.sigma, generator)
         size = 2 * eps / self.steps
         delta = torch.zeros_like(x)
         for _ in range(self.steps):

@@ -1,12 +1,24 @@
-"""PGD adversarial training (Madry et al. 2018) with a mixing ratio and an eps warm-up."""
+"""Adversarial training: PGD (Madry et al. 2018) with a mixing ratio, Linf and L2 together (Tramer & Boneh
+2019), and SmoothAdv training of a smoothed classifier's base (Salman et al. 2019); each with an eps warm-up.
+
+The attacks come through their registry, not an import: defenses never import robench.attacks (whose
+smoothadv imports the smoothed classifier from here), so the two packages form no cycle."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from robench.defenses.base import TrainingDefense
+from robench.defenses.smoothing import Smooth, num_classes_of
 from robench.errors import RobenchError
 from robench.registry import ATTACKS, DEFENSES
+
+
+def warmed_up(eps: float, epoch: int, warmup: int) -> float:
+    """The eps of `epoch` (0-based) under a linear warm-up over the first `warmup` epochs: epoch e < warmup
+    uses eps * (e + 1) / (warmup + 1), later epochs eps."""
+    return eps * min(1.0, (epoch + 1) / (warmup + 1))
 
 
 @DEFENSES.register("pgd-at")
@@ -22,12 +34,10 @@ class PGDAdversarialTraining(TrainingDefense):
                                f"got eps={eps}, ratio={ratio}, warmup={warmup}.")
         self.eps, self.ratio, self.warmup = float(eps), float(ratio), warmup
         self.current_eps = self.eps
-        # the attack comes through its registry, not an import: defenses never import robench.attacks
-        # (whose smoothadv imports the smoothed classifier from here), so the two packages form no cycle
         self.attack = ATTACKS.create("pgd-linf", steps=steps, rel_step=rel_step, random_start=True)
 
     def on_epoch(self, epoch: int, epochs: int, batches: int) -> None:
-        self.current_eps = self.eps * min(1.0, (epoch + 1) / (self.warmup + 1))
+        self.current_eps = warmed_up(self.eps, epoch, self.warmup)
 
     def transform(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,3 +48,72 @@ class PGDAdversarialTraining(TrainingDefense):
         x = x.clone()
         x[idx] = self.attack(model, x[idx], y[idx], eps=self.current_eps, generator=generator).adversarial
         return x, y
+
+
+@DEFENSES.register("multi-norm-at")
+class MultiNormAdversarialTraining(TrainingDefense):
+    """Adversarial training against Linf and L2 together (Tramer & Boneh 2019; Li et al.): each example gets
+    a Linf PGD example at `eps_linf` and an L2 PGD example at `eps_l2` (`steps` steps of `rel_step` * eps,
+    random start). `mode` "avg" trains on both (the batch doubled: the loss is the mean of the two
+    attacks' losses), "max" on the one of higher cross-entropy per example. Both eps follow `warmed_up`."""
+
+    MODES = ("avg", "max")
+
+    def __init__(self, *, eps_linf: float = 0.3, eps_l2: float = 2.0, steps: int = 10, rel_step: float | None = None,
+                 mode: str = "avg", warmup: int = 0):
+        if eps_linf < 0 or eps_l2 < 0 or warmup < 0 or mode not in self.MODES:
+            raise RobenchError(f"multi-norm-at needs eps_linf >= 0, eps_l2 >= 0, warmup >= 0 and mode one of "
+                               f"{', '.join(self.MODES)}; got eps_linf={eps_linf}, eps_l2={eps_l2}, warmup={warmup}, "
+                               f"mode={mode!r}.")
+        self.eps = {"linf": float(eps_linf), "l2": float(eps_l2)}
+        self.mode, self.warmup = mode, warmup
+        self.current_eps = dict(self.eps)
+        self.attacks = {norm: ATTACKS.create(f"pgd-{norm}", steps=steps, rel_step=rel_step, random_start=True)
+                        for norm in self.eps}
+
+    def on_epoch(self, epoch: int, epochs: int, batches: int) -> None:
+        self.current_eps = {norm: warmed_up(eps, epoch, self.warmup) for norm, eps in self.eps.items()}
+
+    def transform(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        linf, l2 = (self.attacks[norm](model, x, y, eps=self.current_eps[norm], generator=generator).adversarial
+                    for norm in ("linf", "l2"))
+        if self.mode == "avg":
+            return torch.cat([linf, l2]), torch.cat([y, y])
+        was_training = model.training
+        model.eval()  # the losses the attacks maximised
+        with torch.no_grad():
+            worse = F.cross_entropy(model(l2), y, reduction="none") > F.cross_entropy(model(linf), y, reduction="none")
+        model.train(was_training)
+        return torch.where(worse.view(-1, *[1] * (x.dim() - 1)), l2, linf), y
+
+
+@DEFENSES.register("smoothadv")
+class SmoothAdvTraining(TrainingDefense):
+    """SmoothAdv training (Salman et al. 2019): per batch, `m` noise draws N(0, sigma^2) per image, `steps`
+    steps of the `smoothadv` attack at L2 `eps` on the smoothed soft classifier of the model in training
+    with those draws, then training on the m noisy copies clip(x' + noise, 0, 1) of each attacked x' (the
+    batch m times larger, labels repeated: the loss is the mean over the draws). eps follows `warmed_up`."""
+
+    def __init__(self, *, sigma: float = 0.25, eps: float = 0.5, m: int = 1, steps: int = 1, warmup: int = 0):
+        if sigma <= 0 or eps < 0 or warmup < 0:
+            raise RobenchError(f"smoothadv training needs sigma > 0, eps >= 0 and warmup >= 0; got sigma={sigma}, "
+                               f"eps={eps}, warmup={warmup}.")
+        self.sigma, self.eps, self.m, self.warmup = float(sigma), float(eps), m, warmup
+        self.current_eps = self.eps
+        self.attack = ATTACKS.create("smoothadv", m=m, steps=steps)
+
+    def on_epoch(self, epoch: int, epochs: int, batches: int) -> None:
+        self.current_eps = warmed_up(self.eps, epoch, self.warmup)
+
+    def transform(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        seed = int(torch.randint(2**62, (1,), generator=generator))
+        draws = lambda: torch.Generator(device=x.device).manual_seed(seed)  # noqa: E731  (the attack's noise)
+        adv = x
+        if self.current_eps > 0:
+            # one vote judges the attack's success, which training does not use; the model keeps its layout
+            smooth = Smooth(model, num_classes_of(model, x), self.sigma, channels_last=False, samples=1)
+            adv = self.attack(smooth, x, y, eps=self.current_eps, generator=draws()).adversarial
+        noisy = (adv.unsqueeze(0) + self.attack.noise(x, self.sigma, draws())).clamp(0, 1)
+        return noisy.flatten(0, 1), y.repeat(self.m)
