@@ -354,6 +354,31 @@ for _entry in (
     ModelEntry("mnist-pgd-at", "mnist", "madry-cnn",
                Recipe("pgd-at", {"eps": 0.3, "steps": 10, "rel_step": 0.25, "warmup": 2}, epochs=8, threads=2),
                "Madry et al.'s CNN, PGD-10 adversarial training at Linf eps 0.3 with a 2-epoch eps ramp, 8 epochs"),
+    ModelEntry("fashion-mnist-pgd-at", "fashion-mnist", "madry-cnn",
+               Recipe("pgd-at", {"eps": 0.1, "steps": 10, "rel_step": 0.25, "warmup": 2}, epochs=8, threads=2),
+               "Madry et al.'s CNN, PGD-10 adversarial training at Linf eps 0.1 with a 2-epoch eps ramp, 8 epochs "
+               "(mnist-pgd-at's recipe at the eps usual for Fashion-MNIST)"),
+    ModelEntry("mnist-multi-norm-at", "mnist", "madry-cnn",
+               Recipe("multi-norm-at", {"eps_linf": 0.3, "eps_l2": 2.0, "steps": 10, "rel_step": 0.25, "warmup": 2,
+                                        "mode": "avg"}, epochs=8, threads=2),
+               "Madry et al.'s CNN trained on Linf (eps 0.3) and L2 (eps 2.0) PGD-10 examples of every input, losses "
+               "averaged (Tramer & Boneh 2019's MNIST budgets and 'avg'; they ran 40-100 attack steps, robench 10 at "
+               "this CPU budget), mnist-pgd-at's ramp and 8 epochs"),
+    ModelEntry("mnist-distilled", "mnist", "small-cnn",
+               Recipe("distill", {"teacher": "mnist-pgd-at", "alpha": 1.0, "temperature": 30.0}, epochs=3),
+               "small CNN distilled from mnist-pgd-at on clean inputs, alpha 1, T 30 (Goldblum et al. 2020's code; "
+               "they distil CIFAR-10 for 200 epochs, robench 3 MNIST epochs at this CPU budget)"),
+    ModelEntry("mnist-ard", "mnist", "small-cnn",
+               Recipe("ard", {"teacher": "mnist-pgd-at", "alpha": 1.0, "temperature": 30.0, "eps": 0.3, "steps": 10,
+                              "rel_step": 0.25, "warmup": 2}, epochs=8, threads=2),
+               "small CNN, adversarially robust distillation from mnist-pgd-at: alpha 1, T 30 (Goldblum et al. "
+               "2020's code), student attacked by PGD-10 at Linf eps 0.3 maximising the KL to the teacher (their code "
+               "attacks the labels' cross-entropy; CIFAR-10, 200 epochs), mnist-pgd-at's ramp and 8 epochs"),
+    ModelEntry("mnist-smoothadv-0.25", "mnist", "small-cnn",
+               Recipe("smoothadv", {"sigma": 0.25, "eps": 0.5, "m": 2, "steps": 2, "warmup": 1}, epochs=4),
+               "small CNN, SmoothAdv training at sigma 0.25: L2 eps 0.5, m 2 noise draws, 2 attack steps, eps ramp "
+               "over 1 epoch, 4 epochs as mnist-gaussian-0.25 (Salman et al. 2019 ran CIFAR-10 with eps 0.25-2, m 1-8, "
+               "1-10 steps, a 10-epoch ramp, 150 epochs; no MNIST)"),
     ModelEntry("mnist-small-cnn-bn", "mnist", "small-cnn-bn", STANDARD,
                "small CNN with batch normalisation, standard training (Galloway et al. 2019: beside mnist-small-cnn)"),
     ModelEntry("mnist-sparse-cnn", "mnist", "sparse-cnn", STANDARD,
