@@ -156,3 +156,13 @@ def test_smoothadv_trains_on_noisy_copies_of_examples_in_the_l2_ball(digits, gen
     warm = DEFENSES.create("smoothadv", sigma=0.25, eps=0.5, m=2, warmup=1)
     warm.on_epoch(0, 4, 1)
     assert warm.current_eps == 0.25
+
+
+def test_smoothadv_trains_on_the_noise_it_attacked_with(digits, generator, monkeypatch):
+    x, y = batch(digits, 8)
+    defense = DEFENSES.create("smoothadv", sigma=0.25, eps=0.5, m=2, steps=1)
+    drawn = []
+    noise = defense.attack.noise
+    monkeypatch.setattr(defense.attack, "noise", lambda *args: drawn.append(noise(*args)) or drawn[-1])
+    defense.transform(linear().train(), x, y, generator)
+    assert len(drawn) == 2 and torch.equal(drawn[0], drawn[1])  # the attack's draws, then training's
