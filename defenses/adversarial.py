@@ -88,7 +88,7 @@ class MultiNormAdversarialTraining(TrainingDefense):
         return torch.where(worse.view(-1, *[1] * (x.dim() - 1)), l2, linf), y
 
 
-@DEFENSES.register("smoothadv")
+@DEFENSES.register("smoothadv-at")
 class SmoothAdvTraining(TrainingDefense):
     """SmoothAdv training (Salman et al. 2019): per batch, `m` noise draws N(0, sigma^2) per image, `steps`
     steps of the `smoothadv` attack at L2 `eps` on the smoothed soft classifier of the model in training
@@ -97,7 +97,7 @@ class SmoothAdvTraining(TrainingDefense):
 
     def __init__(self, *, sigma: float = 0.25, eps: float = 0.5, m: int = 1, steps: int = 1, warmup: int = 0):
         if sigma <= 0 or eps < 0 or warmup < 0:
-            raise RobenchError(f"smoothadv training needs sigma > 0, eps >= 0 and warmup >= 0; got sigma={sigma}, "
+            raise RobenchError(f"smoothadv-at needs sigma > 0, eps >= 0 and warmup >= 0; got sigma={sigma}, "
                                f"eps={eps}, warmup={warmup}.")
         self.sigma, self.eps, self.m, self.warmup = float(sigma), float(eps), m, warmup
         self.current_eps = self.eps

@@ -375,7 +375,7 @@ for _entry in (
                "2020's code), student attacked by PGD-10 at Linf eps 0.3 maximising the KL to the teacher (their code "
                "attacks the labels' cross-entropy; CIFAR-10, 200 epochs), mnist-pgd-at's ramp and 8 epochs"),
     ModelEntry("mnist-smoothadv-0.25", "mnist", "small-cnn",
-               Recipe("smoothadv", {"sigma": 0.25, "eps": 0.5, "m": 2, "steps": 2, "warmup": 1}, epochs=4),
+               Recipe("smoothadv-at", {"sigma": 0.25, "eps": 0.5, "m": 2, "steps": 2, "warmup": 1}, epochs=4),
                "small CNN, SmoothAdv training at sigma 0.25: L2 eps 0.5, m 2 noise draws, 2 attack steps, eps ramp "
                "over 1 epoch, 4 epochs as mnist-gaussian-0.25 (Salman et al. 2019 ran CIFAR-10 with eps 0.25-2, m 1-8, "
                "1-10 steps, a 10-epoch ramp, 150 epochs; no MNIST)"),

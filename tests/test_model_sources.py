@@ -246,3 +246,35 @@ def test_robustbench_download_of_a_web_page_is_one_line_naming_the_file(robustbe
     path.write_bytes(HTML)  # a page left by an earlier robustbench run is refused before robustbench reads it
     with pytest.raises(RobenchError, match=f"{path} is an HTML page, not weights"):
         robench.create_model("robustbench:Carmon2019Unlabeled", dataset="cifar10")
+
+
+@pytest.mark.slow
+def test_a_resnet50_runs_every_kind_of_threat_on_a_few_cpu_images(cifar10, tmp_path):
+    """A ResNet-50 (25.6M parameters, BatchNorm, residual blocks) with BatchNorm statistics and a head fitted
+    on the 8 images: each family of threats on 4 of them; bound propagation refuses it in one line."""
+    import torchvision
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet50(num_classes=10)
+    imagenet = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    _fit(net, cifar10, imagenet)
+    model = torch.nn.Sequential(Normalize(*imagenet), net).eval()
+    assert sum(p.numel() for p in model.parameters()) > 23e6
+    eps = 8 / 255
+    threats = ["clean", "fgsm:eps=8/255", "pgd-linf:eps=8/255,steps=5", "pgd-l2:eps=0.5,steps=5",
+               "autoattack:eps=8/255", "foolbox:FGSM:eps=8/255", "smoothing:sigma=0.25,n0=8,n=32,batch=32,radii=0",
+               "bitflip:batch=8,dataset=cifar10,flips=2,k=1,seeds=1,target=0.5", "bitflip-random:flips=4,seeds=1",
+               "cifar10-c:corruptions=jpeg_compression|contrast", "gaussian:sigma=0.1"]
+    records = robench.evaluate(model, threats, dataset="cifar10", n=4, store=str(tmp_path / "s.sqlite"),
+                               progress=False)
+    metrics = dict(zip(threats, (r.metrics for r in records)))
+    clean = metrics["clean"]["clean_accuracy"]
+    assert clean["value"] >= 0.75 and clean["n"] == 4
+    for spec in threats[1:6]:
+        robust = metrics[spec]["robust_accuracy"]
+        assert next(iter(robust.values()))["value"] <= clean["value"], spec
+    assert metrics["smoothing:sigma=0.25,n0=8,n=32,batch=32,radii=0"]["certified_accuracy"]["0.0"]["n"] == 4
+    assert all(r.provenance["model"] == records[0].provenance["model"] for r in records)
+    with pytest.raises(RobenchError, match="ibp"):
+        robench.evaluate(model, f"ibp:eps={eps}", dataset="cifar10", n=4, store=str(tmp_path / "s.sqlite"),
+                         progress=False)

@@ -51,7 +51,7 @@ def losses(name: str, params: dict, digits: DataSplit) -> tuple[float, float]:
     ("distill", {"temperature": 4.0}), ("ard", {"eps": 0.1, "steps": 3, "alpha": 0.5}),
     ("multi-norm-at", {"eps_linf": 0.1, "eps_l2": 1.0, "steps": 3, "mode": "max"}),
     ("multi-norm-at", {"eps_linf": 0.1, "eps_l2": 1.0, "steps": 3, "mode": "avg"}),
-    ("smoothadv", {"sigma": 0.25, "eps": 0.5, "m": 2, "steps": 2})])
+    ("smoothadv-at", {"sigma": 0.25, "eps": 0.5, "m": 2, "steps": 2})])
 def test_each_recipe_lowers_its_own_loss(name, params, digits, teacher):
     if name in ("distill", "ard"):
         params = {**params, "teacher": teacher}
@@ -115,8 +115,8 @@ def test_a_zoo_teacher_trains_through_the_zoo_and_its_identity_keys_the_student(
     ("ard", {"teacher": "mnist-pgd-at", "eps": -0.1}, "0 <= eps <= 1"),
     ("multi-norm-at", {"eps_l2": -1.0}, "eps_l2 >= 0"),
     ("multi-norm-at", {"mode": "sum"}, "mode one of avg, max"),
-    ("smoothadv", {"sigma": 0.0}, "sigma > 0"),
-    ("smoothadv", {"eps": -0.5}, "eps >= 0")])
+    ("smoothadv-at", {"sigma": 0.0}, "sigma > 0"),
+    ("smoothadv-at", {"eps": -0.5}, "eps >= 0")])
 def test_bad_parameters_are_one_line_errors(name, params, match):
     with pytest.raises(RobenchError, match=match) as info:
         DEFENSES.create(name, **params)
@@ -148,19 +148,19 @@ def test_multi_norm_examples_lie_in_their_own_balls_and_max_takes_the_worse(digi
 def test_smoothadv_trains_on_noisy_copies_of_examples_in_the_l2_ball(digits, generator):
     x, y = batch(digits, 16)
     model = linear().train()
-    defense = DEFENSES.create("smoothadv", sigma=1e-4, eps=0.5, m=3, steps=2)
+    defense = DEFENSES.create("smoothadv-at", sigma=1e-4, eps=0.5, m=3, steps=2)
     out, out_y = defense.transform(model, x, y, generator)
     assert out.shape == (48, *x.shape[1:]) and torch.equal(out_y, y.repeat(3)) and model.training
     assert ((out - x.repeat(3, 1, 1, 1)).flatten(1).norm(dim=1) <= 0.5 + 0.01).all()
     assert F.cross_entropy(model(out), out_y) > F.cross_entropy(model(x), y) + 0.1
-    warm = DEFENSES.create("smoothadv", sigma=0.25, eps=0.5, m=2, warmup=1)
+    warm = DEFENSES.create("smoothadv-at", sigma=0.25, eps=0.5, m=2, warmup=1)
     warm.on_epoch(0, 4, 1)
     assert warm.current_eps == 0.25
 
 
 def test_smoothadv_trains_on_the_noise_it_attacked_with(digits, generator, monkeypatch):
     x, y = batch(digits, 8)
-    defense = DEFENSES.create("smoothadv", sigma=0.25, eps=0.5, m=2, steps=1)
+    defense = DEFENSES.create("smoothadv-at", sigma=0.25, eps=0.5, m=2, steps=1)
     drawn = []
     noise = defense.attack.noise
     monkeypatch.setattr(defense.attack, "noise", lambda *args: drawn.append(noise(*args)) or drawn[-1])
