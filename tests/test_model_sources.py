@@ -274,7 +274,8 @@ def test_a_resnet50_runs_every_kind_of_threat_on_a_few_cpu_images(cifar10, tmp_p
         robust = metrics[spec]["robust_accuracy"]
         assert next(iter(robust.values()))["value"] <= clean["value"], spec
     assert metrics["smoothing:sigma=0.25,n0=8,n=32,batch=32,radii=0"]["certified_accuracy"]["0.0"]["n"] == 4
-    assert all(r.provenance["model"] == records[0].provenance["model"] for r in records)
-    with pytest.raises(RobenchError, match="ibp"):
+    assert all(r.n == 4 and r.provenance["model"] == records[0].provenance["model"] for r in records)
+    unsupported = r"bound propagation cannot handle the layer ResNet\(\.\.\.\); supported: Linear"
+    with pytest.raises(RobenchError, match=unsupported):
         robench.evaluate(model, f"ibp:eps={eps}", dataset="cifar10", n=4, store=str(tmp_path / "s.sqlite"),
                          progress=False)
