@@ -21,8 +21,20 @@ def warmed_up(eps: float, epoch: int, warmup: int) -> float:
     return eps * min(1.0, (epoch + 1) / (warmup + 1))
 
 
+class EpsWarmup(TrainingDefense):
+    """A recipe whose budget `eps` follows `warmed_up` over the first `warmup` epochs: `current_eps` is the
+    epoch's (subclasses set `eps`, `warmup` and `current_eps = eps` in ``__init__``)."""
+
+    eps: float
+    warmup: int
+    current_eps: float
+
+    def on_epoch(self, epoch: int, epochs: int, batches: int) -> None:
+        self.current_eps = warmed_up(self.eps, epoch, self.warmup)
+
+
 @DEFENSES.register("pgd-at")
-class PGDAdversarialTraining(TrainingDefense):
+class PGDAdversarialTraining(EpsWarmup):
     """Replace a fraction `ratio` of each batch (round(ratio * N) examples chosen at random) by Linf PGD
     examples (`steps` steps of `rel_step` * eps, by default 2.5 * eps / steps; random start). During the first `warmup` epochs eps
     grows linearly: epoch e < warmup uses eps * (e + 1) / (warmup + 1)."""
@@ -35,9 +47,6 @@ class PGDAdversarialTraining(TrainingDefense):
         self.eps, self.ratio, self.warmup = float(eps), float(ratio), warmup
         self.current_eps = self.eps
         self.attack = ATTACKS.create("pgd-linf", steps=steps, rel_step=rel_step, random_start=True)
-
-    def on_epoch(self, epoch: int, epochs: int, batches: int) -> None:
-        self.current_eps = warmed_up(self.eps, epoch, self.warmup)
 
     def transform(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,7 +98,7 @@ class MultiNormAdversarialTraining(TrainingDefense):
 
 
 @DEFENSES.register("smoothadv-at")
-class SmoothAdvTraining(TrainingDefense):
+class SmoothAdvTraining(EpsWarmup):
     """SmoothAdv training (Salman et al. 2019): per batch, `m` noise draws N(0, sigma^2) per image, `steps`
     steps of the `smoothadv` attack at L2 `eps` on the smoothed soft classifier of the model in training
     with those draws, then training on the m noisy copies clip(x' + noise, 0, 1) of each attacked x' (the
@@ -103,13 +112,13 @@ class SmoothAdvTraining(TrainingDefense):
         self.current_eps = self.eps
         self.attack = ATTACKS.create("smoothadv", m=m, steps=steps)
 
-    def on_epoch(self, epoch: int, epochs: int, batches: int) -> None:
-        self.current_eps = warmed_up(self.eps, epoch, self.warmup)
-
     def transform(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         seed = int(torch.randint(2**62, (1,), generator=generator))
-        draws = lambda: torch.Generator(device=x.device).manual_seed(seed)  # noqa: E731  (the attack's noise)
+
+        def draws() -> torch.Generator:  # the attack's noise, drawn again for training
+            return torch.Generator(device=x.device).manual_seed(seed)
+
         adv = x
         if self.current_eps > 0:
             # one vote judges the attack's success, which training does not use; the model keeps its layout

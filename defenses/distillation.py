@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robench.defenses.adversarial import warmed_up
+from robench.defenses.adversarial import EpsWarmup
 from robench.defenses.base import TrainingDefense
 from robench.errors import RobenchError
 from robench.registry import ATTACKS, DEFENSES, MODELS
@@ -74,7 +74,7 @@ class Distillation(TrainingDefense):
 
 
 @DEFENSES.register("ard")
-class AdversariallyRobustDistillation(Distillation):
+class AdversariallyRobustDistillation(EpsWarmup, Distillation):
     """ARD: `distill` whose distillation term sees x', Linf PGD examples against the student (the steps,
     random start and projection of `pgd-linf`: `steps` steps of `rel_step` * eps) that maximise
     KL(softmax(t(x)) || softmax(s(x'))), the divergence from the teacher's clean output; the teacher sees x,
@@ -91,9 +91,6 @@ class AdversariallyRobustDistillation(Distillation):
         self.eps, self.warmup = float(eps), warmup
         self.current_eps = self.eps
         super().__init__(teacher=teacher, alpha=alpha, temperature=temperature)  # last: it may train the teacher
-
-    def on_epoch(self, epoch: int, epochs: int, batches: int) -> None:
-        self.current_eps = warmed_up(self.eps, epoch, self.warmup)
 
     def inputs(self, model: nn.Module, x: torch.Tensor, teacher_logits: torch.Tensor,
                generator: torch.Generator) -> torch.Tensor:
