@@ -25,6 +25,7 @@ from robench.attacks.norms import l2_per_example
 from robench.errors import RobenchError
 from robench.inference import PRECISIONS, check_precision
 from robench.registry import ATTACKS
+from robench.seeding import derived
 
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 
@@ -156,8 +157,11 @@ class PGD(Attack):
             if not standing.any():
                 break
             idx = standing.nonzero().squeeze(1)
+            # a restart's start is drawn for the whole batch from its own stream, so an example starts
+            # from the same point whatever else is in its batch and whichever others are still standing
+            start = self.start(x, eps, derived(generator, "restart", r))[idx] if self.random_start else None
             again, fooled = self._attack(model, _laid_out(x[idx], fmt), y[idx], eps, size, generator, fmt,
-                                         r < self.restarts - 1)
+                                         r < self.restarts - 1, start)
             adv[idx] = again
             if fooled is not None:
                 standing[idx] = ~fooled
@@ -176,13 +180,14 @@ class PGD(Attack):
         grad, = torch.autograd.grad(loss, adv)
         return logits.detach(), grad
 
-    def _attack(self, model, x, y, eps, size, generator, fmt, need_fooled):
-        """One run of PGD from a (random) start: adversarial inputs, and, if `need_fooled`, which of them
-        the model misclassifies."""
+    def _attack(self, model, x, y, eps, size, generator, fmt, need_fooled, start=None):
+        """One run of PGD from `start` (an offset from `x`; drawn from `generator` if None and the start is
+        random): adversarial inputs, and, if `need_fooled`, which of them the model misclassifies."""
         lo = _laid_out((x - eps).clamp_(min=0), fmt)
         hi = _laid_out((x + eps).clamp_(max=1), fmt)
-        if self.random_start:
-            adv = _laid_out((x + self.start(x, eps, generator)).clamp_(0, 1), fmt)
+        if start is not None or self.random_start:
+            start = self.start(x, eps, generator) if start is None else start
+            adv = _laid_out((x + start).clamp_(0, 1), fmt)
         else:
             adv = x.clone(memory_format=fmt)
         if not self.early_stop:

@@ -96,8 +96,9 @@ def check_model(model: nn.Module, data: DataSlice, device: torch.device) -> None
 
 
 #: bump when a change to the loop changes results of every threat (seeds, shards), so stored results and
-#: leaderboard entries become stale. v2: shard sizes from the threat's cost, seeds independent of the model
-EVALUATION_VERSION = 2
+#: leaderboard entries become stale. v2: shard sizes from the threat's cost, seeds independent of the model;
+#: v3: a shard's seed from the threat's name, not its whole spec
+EVALUATION_VERSION = 3
 
 #: the work of one task, in forward-pass FLOPs: about half a minute on one core of a 2020s CPU, so a
 #: killed run loses about that much of each task in flight
@@ -275,9 +276,10 @@ def _evaluate_shards(model: nn.Module, model_name: str, threat: Threat, parts: d
         stop = min(start + size, len(data))
         piece = data.part(start, stop)
         shard_key = _digest(base, _indices_text(piece.indices), piece.checksum)
-        # the random stream depends on the seed, the threat and the examples, not on the model: every
-        # model meets the same noise and random starts (paired comparisons)
-        shard_seed = int(_digest(seed, threat.canonical, data.dataset, data.split, _indices_text(piece.indices))[:15], 16)
+        # the random stream depends on the seed, the threat's name and the examples, not on the model or
+        # the threat's parameters: every model meets the same noise and random starts (paired comparisons),
+        # and an eps sweep draws the same streams at every eps
+        shard_seed = int(_digest(seed, threat.spec.name, data.dataset, data.split, _indices_text(piece.indices))[:15], 16)
         keys = {}
         for name in parts:
             key = shard_key if name == "" else _digest(shard_key, name)

@@ -5,16 +5,11 @@ equal norms mean equal streams."""
 import json
 
 import numpy as np
-import pytest
 
 import robench
 from robench.cli import main
 
 SPEC = "pgd-l2:eps={},steps=10,rel_step=0.25,early_stop=true,restarts=2"
-#: strict: once robench/evaluate.py derives the shard seed without the eps list these pass, and the marker must go
-NOT_YET = pytest.mark.xfail(strict=True, raises=AssertionError,
-                            reason="robench/evaluate.py seeds a shard from threat.canonical, which holds the whole eps "
-                                   "list, so each eps's derived stream depends on the list")
 
 
 def outputs(model, eps: str, tmp_path, seed: int = 0) -> dict:
@@ -28,7 +23,6 @@ def test_the_perturbation_norms_tell_two_streams_apart(embedded_model, tmp_path)
     assert not np.array_equal(ours["norm@1.0"], other["norm@1.0"], equal_nan=True)
 
 
-@NOT_YET
 def test_an_eps_draws_the_same_random_starts_whatever_else_is_in_the_list(embedded_model, tmp_path):
     alone = outputs(embedded_model, "1.0", tmp_path)
     for eps in ("1.0|2.0", "1.0|1.5|2.0", "2.0|1.0", "0.5|1.0"):
@@ -37,7 +31,6 @@ def test_an_eps_draws_the_same_random_starts_whatever_else_is_in_the_list(embedd
         assert np.array_equal(listed["norm@1.0"], alone["norm@1.0"], equal_nan=True), eps
 
 
-@NOT_YET
 def test_the_command_line_gives_an_eps_the_same_result_in_either_list(embedded_model, tmp_path, capsys):
     base = ["--model", "mnist5k-small-cnn", "--dataset", "mnist-5k", "--n", "200", "--quiet", "--format", "json",
             "--store", str(tmp_path / "s.sqlite")]

@@ -91,6 +91,16 @@ def test_restarts_only_remove_robust_examples(embedded_model, embedded_test):
     assert three["robust@0.15"].sum() < one["robust@0.15"].sum()
 
 
+def test_a_restart_gives_an_example_the_same_start_whatever_the_rest_of_its_batch(embedded_model, embedded_test):
+    data = embedded_test.select(n=60)
+    x, y = torch.as_tensor(data.x), torch.as_tensor(data.y)
+    attack = LinfPGD(steps=2, rel_step=0.5, restarts=4)  # weak, so some examples stand until later restarts
+    other_head = torch.flip(x[:30], dims=[-1]) * 0.5  # different examples before the shared ones: others stand
+    runs = [attack(embedded_model, torch.cat([head, x[30:]]), y, eps=0.15,
+                   generator=torch.Generator().manual_seed(0)).adversarial[30:] for head in (x[:30], other_head)]
+    assert torch.equal(runs[0], runs[1])
+
+
 def _within_each_others_interval(a: dict, b: dict) -> bool:
     return a["ci95"][0] <= b["value"] <= a["ci95"][1] and b["ci95"][0] <= a["value"] <= b["ci95"][1]
 
