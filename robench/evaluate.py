@@ -292,7 +292,7 @@ def _evaluate_shards(model: nn.Module, model_name: str, threat: Threat, parts: d
             keys[name] = key
         shards.append(keys)
     started = dt.datetime.now(dt.timezone.utc)
-    clock = time.perf_counter()
+    clock, cpu = time.perf_counter(), time.process_time()
     for level in sorted(waves):
         pending = waves[level]
         names = [name for name in parts if depth[name] == level]
@@ -313,9 +313,11 @@ def _evaluate_shards(model: nn.Module, model_name: str, threat: Threat, parts: d
     per_shard = [{k: v for key in keys.values() for k, v in done[key].items()} for keys in shards]
     merged = threat.combine(per_shard[0] if len(per_shard) == 1 else
                             {k: np.concatenate([p[k] for p in per_shard]) for k in per_shard[0]})
+    timing = {"started": started.isoformat(timespec="seconds"), "wall_seconds": round(time.perf_counter() - clock, 3)}
+    if getattr(executor, "name", None) == "local":  # every task ran in this process (all its threads): its CPU time is the Record's
+        timing["cpu_seconds"] = round(time.process_time() - cpu, 3)
     return merged, {"shards": len(shards), "shard_size": size, "tasks": sum(map(len, shards)), "device": str(dev),
-                    "started": started.isoformat(timespec="seconds"),
-                    "wall_seconds": round(time.perf_counter() - clock, 3)}
+                    **timing}
 
 
 def _stage_depths(parts: dict[str, Threat]) -> dict[str, int]:

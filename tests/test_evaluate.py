@@ -18,7 +18,7 @@ from robench.threats import build_threat
 
 PROVENANCE = {"robench", "git_commit", "torch", "torchvision", "foolbox", "model", "model_sha256", "threat",
               "threat_hash", "threat_version", "dataset", "split", "indices", "data_sha256", "seed", "device",
-              "started", "wall_seconds"}
+              "started", "wall_seconds", "cpu_seconds"}
 
 
 def test_record_has_metrics_and_provenance(embedded_model, tmp_path):
@@ -26,6 +26,7 @@ def test_record_has_metrics_and_provenance(embedded_model, tmp_path):
                                store=tmp_path / "s.sqlite", model_name="cnn")
     clean, fgsm = records
     assert PROVENANCE <= set(fgsm.provenance)
+    assert 0 < fgsm.provenance["cpu_seconds"]  # the local executor's CPU time, all torch threads included
     assert fgsm.provenance["indices"] == "0:100" and fgsm.n == 100 and fgsm.threat == "fgsm:eps=0.1,precision=fp32"
     assert fgsm.metrics["clean_accuracy"] == clean.metrics["clean_accuracy"]
     assert fgsm.metrics["robust_accuracy"]["0.1"]["value"] < clean.metrics["clean_accuracy"]["value"]

@@ -97,6 +97,7 @@ def test_ray_run_equals_local_run(ray_instance, embedded_model, local_record, tm
     _same(r, local_record)
     # each shard: the attack and its sanity checks
     assert store.count("shards") == 2 * N // SHARD and r.provenance["shards"] == N // SHARD
+    assert "cpu_seconds" not in r.provenance  # the workers' CPU time is not this process's
 
 
 class Counting(RayExecutor):

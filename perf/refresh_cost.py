@@ -1,0 +1,67 @@
+"""What a leaderboard refresh cost, per model and threat, from the committed entries' provenance: wall
+seconds, CPU seconds (where the Record was computed in one process: the local executor) and the number of
+tasks (stored parts), as the markdown tables of leaderboards/README.md.
+
+    python perf/refresh_cost.py mnist fashion-mnist
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+from robench.leaderboard import locate
+from robench.leaderboard.spec import Spec
+
+
+def labels(threats: list[str]) -> dict[str, str]:
+    """Threat text -> a short label: its name, with the parameters that tell apart threats of one name."""
+    out = {}
+    for text in threats:
+        name = text.split(":", 1)[0]
+        twins = [t for t in threats if t.split(":", 1)[0] == name]
+        if len(twins) == 1:
+            out[text] = name
+            continue
+        params = [dict(p.split("=", 1) for p in t.split(":", 1)[1].split(",")) for t in twins]
+        mine = params[twins.index(text)]
+        differ = [k for k in mine if any(p.get(k) != mine[k] for p in params)]
+        out[text] = f"{name} ({', '.join(f'{k}={mine[k]}' for k in differ)})"
+    return out
+
+
+def board_table(name: str) -> str:
+    folder = locate(name)
+    spec = Spec.load(folder / "spec.toml")
+    entries = {m: json.loads((folder / "entries" / f"{m}.json").read_text()) for m in sorted(spec.models)}
+    label = labels(spec.threats)
+    lines = [f"| threat | {' | '.join(entries)} |", "|---" * (len(entries) + 1) + "|"]
+    wall_total, cpu_total = dict.fromkeys(entries, 0.0), dict.fromkeys(entries, 0.0)
+    for threat in spec.threats:
+        cells = []
+        for model, entry in entries.items():
+            record = next((r for r in entry["records"] if r["threat"] == threat), None)
+            if record is None:
+                cells.append("-")
+                continue
+            p = record["provenance"]
+            wall, cpu = float(p.get("wall_seconds", 0)), p.get("cpu_seconds")
+            wall_total[model] += wall
+            cpu_total[model] += float(cpu or 0)
+            cpu_text = "" if cpu is None else f" / {float(cpu):.0f} s CPU"
+            cells.append(f"{wall:.0f} s{cpu_text} ({p.get('tasks', '?')})")
+        lines.append(f"| {label[threat]} | {' | '.join(cells)} |")
+    lines.append("| **total** | " + " | ".join(f"**{wall_total[m] / 60:.1f} min / {cpu_total[m] / 60:.1f} min CPU**"
+                                             for m in entries) + " |")
+    return "\n".join(lines) + (f"\n\n{len(entries)} models, {sum(wall_total.values()) / 60:.0f} min of wall time, "
+                               f"{sum(cpu_total.values()) / 60:.0f} min of CPU time in all.")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("boards", nargs="+", help="leaderboard names")
+    for name in parser.parse_args().boards:
+        print(f"{name}: wall / CPU time per Record (tasks)\n\n{board_table(name)}\n")
+
+
+if __name__ == "__main__":
+    main()
