@@ -22,8 +22,9 @@ from torch import nn
 from robench.corruptions.noise import gaussian_noise
 from robench.defenses.base import InferenceDefense
 from robench.errors import RobenchError
-from robench.inference import PRECISIONS, check_images, check_precision, predict
+from robench.inference import PRECISIONS, check_images, check_precision, out_of_memory, predict
 from robench.metrics import Accuracy, accuracy
+from robench.progress import note
 from robench.registry import CERTIFIERS, DEFENSES
 from robench.report import Column, Curve, Report
 from robench.threats import Kind, Outputs, Threat
@@ -86,7 +87,9 @@ class Smooth(InferenceDefense):
     `channels_last` runs a channels-last copy of the base model (same values, faster convolutions) on
     channels-last batches; the caller's model is never changed. `samples` noise draws per image
     serve ``forward`` (vote frequencies (N, K), a Monte-Carlo estimate of g's class probabilities, so
-    attacks and accuracy threats see the smoothed classifier), `batch_size` copies at a time."""
+    attacks and accuracy threats see the smoothed classifier), `batch_size` copies at a time. A batch of
+    copies the device cannot hold is forwarded in halves (see `votes`), so a large model backs off and a
+    small one keeps full batches."""
 
     def __init__(self, base: nn.Module, num_classes: int, sigma: float, *, precision: str = "fp32",
                  channels_last: bool = True, samples: int = 100, batch_size: int = 1000, seed: int = 0):
@@ -99,6 +102,8 @@ class Smooth(InferenceDefense):
         if channels_last:
             self.base = _channels_last(base)
         self.samples, self.batch_size = samples, batch_size
+        #: the most noisy copies one forward pass held without running out of memory (None: no limit met)
+        self.fits: int | None = None
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
 
@@ -110,9 +115,31 @@ class Smooth(InferenceDefense):
             for start in range(0, num, batch_size):
                 b = min(batch_size, num - start)
                 noisy = gaussian_noise(x.unsqueeze(0).expand(b, *x.shape), generator, self.sigma)
-                noisy = noisy.contiguous(memory_format=self.memory_format)
-                counts += torch.bincount(self.base(noisy).argmax(1), minlength=self.num_classes)
+                counts += self.votes(noisy.contiguous(memory_format=self.memory_format))
         return counts.cpu().numpy()
+
+    def votes(self, noisy: torch.Tensor) -> torch.Tensor:
+        """How often f predicts each class on the batch `noisy`, forwarded at most `fits` copies at a time;
+        a forward that runs out of memory halves `fits` (for later batches too) and is tried again. The
+        noise is drawn before, so backing off changes no draw."""
+        votes = torch.zeros(self.num_classes, dtype=torch.long, device=noisy.device)
+        start = 0
+        while start < len(noisy):
+            size = min(self.fits or len(noisy), len(noisy) - start)
+            try:
+                predicted = self.base(noisy[start:start + size]).argmax(1)
+            except (torch.OutOfMemoryError, RuntimeError) as error:
+                if size == 1 or not out_of_memory(error):
+                    raise
+                if noisy.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                self.fits = size // 2
+                note(f"robench: {size} noisy copies ran out of memory on {noisy.device}; forwarding {self.fits} "
+                     "at a time")
+                continue
+            votes += torch.bincount(predicted, minlength=self.num_classes)
+            start += size
+        return votes
 
     def predict(self, x: torch.Tensor, n: int, alpha: float, batch_size: int,
                 generator: torch.Generator) -> int:

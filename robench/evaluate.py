@@ -18,7 +18,7 @@ from robench.data import DataSlice, load_dataset
 from robench.errors import RobenchError
 from robench.executors import LocalExecutor
 from robench.identity import code_digest, weights_digest
-from robench.inference import check_logits, check_weights, resolve_device, warn_if_probabilities
+from robench.inference import check_logits, check_weights, out_of_memory, resolve_device, warn_if_probabilities
 from robench.progress import bar as progress_bar, note
 from robench.spec import ThreatSpec
 from robench.store import Store
@@ -161,7 +161,7 @@ def compute_shard(shared: tuple[nn.Module, dict[str, Threat], str], task: ShardT
     try:
         outputs = part.evaluate_shard(model.to(dev).eval(), task.x.to(dev), task.y.to(dev), generator)
     except (torch.OutOfMemoryError, RuntimeError) as error:
-        if not _out_of_memory(error):
+        if not out_of_memory(error):
             raise
         if dev.type == "cuda":
             torch.cuda.empty_cache()
@@ -171,12 +171,6 @@ def compute_shard(shared: tuple[nn.Module, dict[str, Threat], str], task: ShardT
 
 class ShardOutOfMemory(RobenchError):
     """A shard's evaluation ran out of memory; the loop halves the shard size and evaluates again."""
-
-
-def _out_of_memory(error: BaseException) -> bool:
-    """`error` is an allocator's failure: CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError."""
-    text = str(error)
-    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
 
 
 def evaluate(model: nn.Module | str, threats: str | ThreatSpec | Threat | Sequence[str | ThreatSpec | Threat], *,

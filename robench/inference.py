@@ -22,6 +22,12 @@ def check_precision(precision: str) -> str:
     return precision
 
 
+def out_of_memory(error: BaseException) -> bool:
+    """`error` is an allocator's failure: CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError."""
+    text = str(error)
+    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """`device` as a torch.device (None: cuda if available, else cpu); an error unless it exists here."""
     if device is None:

@@ -89,3 +89,22 @@ class Tie(nn.Module):
 def tie_model() -> nn.Module:
     """A fresh `Tie` in eval mode (its forward-pass count starts at 0)."""
     return Tie().eval()
+
+
+class SmallMemory(nn.Module):
+    """`model`, except that a batch of more than `limit` inputs runs out of memory (as CUDA's allocator says)."""
+
+    def __init__(self, model: nn.Module, limit: int):
+        super().__init__()
+        self.model, self.limit = model, limit
+
+    def forward(self, x):
+        if len(x) > self.limit:
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {len(x)} images")
+        return self.model(x)
+
+
+@pytest.fixture
+def small_memory() -> type[SmallMemory]:
+    """The class `SmallMemory`: a model wrapper whose batches above a limit run out of memory."""
+    return SmallMemory

@@ -197,23 +197,11 @@ def test_shard_size_follows_the_cost_of_threat_and_model():
     assert shard_size_for(build_threat("smoothing:n=100000"), large, x) == 1
 
 
-class _SmallMemory(nn.Module):
-    """`model`, except that a batch of more than `limit` inputs runs out of memory (as CUDA's allocator says)."""
-
-    def __init__(self, model: nn.Module, limit: int):
-        super().__init__()
-        self.model, self.limit = model, limit
-
-    def forward(self, x):
-        if len(x) > self.limit:
-            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {len(x)} images")
-        return self.model(x)
-
-
-def test_a_shard_that_runs_out_of_memory_is_evaluated_again_in_smaller_shards(embedded_model, tmp_path, capsys):
+def test_a_shard_that_runs_out_of_memory_is_evaluated_again_in_smaller_shards(embedded_model, small_memory, tmp_path,
+                                                                               capsys):
     store = tmp_path / "s.sqlite"
     spec = "pgd-linf:eps=0.1,steps=2,rel_step=0.5"
-    small = robench.evaluate(_SmallMemory(embedded_model, 12), ["clean", spec], dataset="mnist-5k", n=40,
+    small = robench.evaluate(small_memory(embedded_model, 12), ["clean", spec], dataset="mnist-5k", n=40,
                              store=store, shard_size=40)
     assert "a shard of 40 examples ran out of memory on cpu; evaluating again in shards of 20" in capsys.readouterr().err
     assert [r.provenance["shard_size"] for r in small] == [10, 10]  # 40 -> 20 -> 10
@@ -228,13 +216,13 @@ def test_a_shard_that_runs_out_of_memory_is_evaluated_again_in_smaller_shards(em
     assert counts(small) == counts(ample)
     assert "planned_shard_size" not in ample[0].provenance
     # a rerun is served from the store under the planned size (2: the batch of the check before evaluating)
-    again = robench.evaluate(_SmallMemory(embedded_model, 2), ["clean", spec], dataset="mnist-5k", n=40,
+    again = robench.evaluate(small_memory(embedded_model, 2), ["clean", spec], dataset="mnist-5k", n=40,
                              store=store, shard_size=40)
     assert counts(again) == counts(small)
 
 
-def test_one_example_out_of_memory_is_a_clear_error(embedded_model, tmp_path):
-    class Huge(_SmallMemory):
+def test_one_example_out_of_memory_is_a_clear_error(embedded_model, small_memory, tmp_path):
+    class Huge(small_memory):
         def forward(self, x):
             if torch.is_grad_enabled() and x.requires_grad:
                 raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 GB")

@@ -188,3 +188,14 @@ def test_smoothadv_threat_evaluates_the_smoothed_model():
     robust = summary["robust_accuracy"]
     assert robust["0.0"]["value"] == summary["clean_accuracy"]["value"] == 1 and robust["1.2"]["value"] == 0
     assert summary["sigma"] == 0.25
+
+
+def test_noisy_copies_that_do_not_fit_are_forwarded_in_halves_and_count_the_same(embedded_model, embedded_test,
+                                                                                 small_memory, capsys):
+    x = torch.as_tensor(embedded_test.select(n=1).x)[0]
+    limited = Smooth(small_memory(embedded_model, 300), 10, 0.25)
+    counts = limited.counts(x, 2000, 1000, torch.Generator().manual_seed(1))
+    assert limited.fits == 250  # 1000 -> 500 -> 250, then kept for the second batch
+    assert capsys.readouterr().err.count("noisy copies ran out of memory on cpu") == 2
+    ample = Smooth(embedded_model, 10, 0.25).counts(x, 2000, 1000, torch.Generator().manual_seed(1))
+    assert counts.sum() == 2000 and (counts == ample).all()  # the same noise draws, forwarded in pieces
