@@ -58,7 +58,7 @@ def test_gradient_masking_is_flagged(embedded_model, tmp_path):
     pgd = _run(masked, "pgd-linf:eps=0.15,steps=10", tmp_path)
     assert {"zero-gradient", "large-budget"} <= _codes(pgd), pgd.metrics["flags"]
     # without its random start, PGD does not move at all: random noise of the same size does better
-    still = _run(masked, "pgd-linf:eps=0.2,steps=10,random_start=false", tmp_path)
+    still = _run(masked, "pgd-linf:eps=0.25,steps=10,random_start=false", tmp_path)  # noise breaks 4 of 60
     assert "weaker-than-noise" in _codes(still), still.metrics["flags"]
     ensemble = _run(masked, "autoattack:eps=0.15", tmp_path, n=8)  # nothing falls early: every attack runs in full
     assert {"zero-gradient", "square-after-white-box"} <= _codes(ensemble), ensemble.metrics["flags"]
