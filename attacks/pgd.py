@@ -185,11 +185,9 @@ class PGD(Attack):
         random): adversarial inputs, and, if `need_fooled`, which of them the model misclassifies."""
         lo = _laid_out((x - eps).clamp_(min=0), fmt)
         hi = _laid_out((x + eps).clamp_(max=1), fmt)
-        if start is not None or self.random_start:
-            start = self.start(x, eps, generator) if start is None else start
-            adv = _laid_out((x + start).clamp_(0, 1), fmt)
-        else:
-            adv = x.clone(memory_format=fmt)
+        if start is None and self.random_start:
+            start = self.start(x, eps, generator)
+        adv = x.clone(memory_format=fmt) if start is None else _laid_out((x + start).clamp_(0, 1), fmt)
         if not self.early_stop:
             adv.requires_grad_(True)
             for _ in range(self.steps):

@@ -11,21 +11,17 @@ import json
 
 from robench.leaderboard import locate
 from robench.leaderboard.spec import Spec
+from robench.spec import ThreatSpec
 
 
 def labels(threats: list[str]) -> dict[str, str]:
     """Threat text -> a short label: its name, with the parameters that tell apart threats of one name."""
+    specs = {text: ThreatSpec.parse(text) for text in threats}
     out = {}
-    for text in threats:
-        name = text.split(":", 1)[0]
-        twins = [t for t in threats if t.split(":", 1)[0] == name]
-        if len(twins) == 1:
-            out[text] = name
-            continue
-        params = [dict(p.split("=", 1) for p in t.split(":", 1)[1].split(",")) for t in twins]
-        mine = params[twins.index(text)]
-        differ = [k for k in mine if any(p.get(k) != mine[k] for p in params)]
-        out[text] = f"{name} ({', '.join(f'{k}={mine[k]}' for k in differ)})"
+    for text, spec in specs.items():
+        twins = [other.params for other in specs.values() if other.name == spec.name]
+        differ = [k for k, v in spec.params.items() if any(p.get(k) != v for p in twins)]
+        out[text] = spec.name + (f" ({', '.join(f'{k}={spec.params[k]}' for k in differ)})" if differ else "")
     return out
 
 

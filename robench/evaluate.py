@@ -273,7 +273,8 @@ def _evaluate_shards(model: nn.Module, model_name: str, threat: Threat, parts: d
         # the random stream depends on the seed, the threat's name and the examples, not on the model or
         # the threat's parameters: every model meets the same noise and random starts (paired comparisons),
         # and an eps sweep draws the same streams at every eps
-        shard_seed = int(_digest(seed, threat.spec.name, data.dataset, data.split, _indices_text(piece.indices))[:15], 16)
+        shard_seed = int(_digest(seed, threat.spec.name, data.dataset, data.split,
+                                 _indices_text(piece.indices))[:15], 16)
         keys = {}
         for name in parts:
             key = shard_key if name == "" else _digest(shard_key, name)
@@ -308,7 +309,7 @@ def _evaluate_shards(model: nn.Module, model_name: str, threat: Threat, parts: d
     merged = threat.combine(per_shard[0] if len(per_shard) == 1 else
                             {k: np.concatenate([p[k] for p in per_shard]) for k in per_shard[0]})
     timing = {"started": started.isoformat(timespec="seconds"), "wall_seconds": round(time.perf_counter() - clock, 3)}
-    if getattr(executor, "name", None) == "local":  # every task ran in this process (all its threads): its CPU time is the Record's
+    if getattr(executor, "name", None) == "local":  # every task ran in this process: its CPU time is the Record's
         timing["cpu_seconds"] = round(time.process_time() - cpu, 3)
     return merged, {"shards": len(shards), "shard_size": size, "tasks": sum(map(len, shards)), "device": str(dev),
                     **timing}
