@@ -11,6 +11,9 @@ outputs hold which examples are still robust after each attack, which attack bro
   FAB-T (9 targets each);
 - rand (randomized models): APGD-CE and APGD-DLR with the gradient averaged over 20 draws (EOT).
 Each attack draws from its own random stream (derived from the shard's seed, the eps and its name).
+No attack runs on an example IBP verifies at its eps (robench.defenses.verified): no perturbation in the
+ball can break it, so skipping it changes no result and saves the ensemble's cost on certified-trained
+models (where a model has no verified example, or layers the bounds cannot read, every attack runs as before).
 """
 from __future__ import annotations
 
@@ -26,6 +29,8 @@ from robench.attacks.base import Attack, AttackThreat
 from robench.attacks.fab import L2FAB, L2FABT, LinfFAB, LinfFABT
 from robench.attacks.norms import NORM_NAMES, perturbation_norm
 from robench.attacks.square import L2Square, LinfSquare
+from robench.defenses.bounds import CannotBound
+from robench.defenses.verified import certified_margins
 from robench.errors import RobenchError
 from robench.flags import Flag
 from robench.inference import check_precision, predict
@@ -147,7 +152,8 @@ class AutoAttackThreat(AttackThreat):
                  for eps, per in metrics.get("robust_accuracy_after", {}).items()
                  for name, acc in list(per.items())[:-1]]
         note = (f"{rep.label}: the attacks {' -> '.join(self.attack.attacks)} in turn, each on the examples every "
-                "earlier one failed on; an example counts as robust only if all fail.")
+                "earlier one failed on; an example counts as robust only if all fail"
+                + (" (none runs on an example IBP verifies)." if self.attack.norm == "linf" else "."))
         return replace(rep, columns=rep.columns + tuple(after), notes=rep.notes + (note,))
 
     def combine(self, outputs: Outputs) -> Outputs:
@@ -208,7 +214,7 @@ class EnsembleStage(Threat):
             before = self.after.rsplit("/", 1)[-1]  # the attack this stage continues
             standing = torch.as_tensor(self.previous[f"after_{before}@{self.eps!r}"], device=x.device)
         norms = torch.full((len(x),), torch.nan, device=x.device)
-        idx = standing.nonzero().squeeze(1)
+        idx = (standing & ~self.verified(model, x, y)).nonzero().squeeze(1)
         if len(idx):
             stream = derived(derived(generator, "eps", self.eps), self.name)
             result = self.attack(model, x[idx], y[idx], eps=self.eps, generator=stream)
@@ -219,6 +225,16 @@ class EnsembleStage(Threat):
         out[f"after_{self.name}@{self.eps!r}"] = standing.cpu().numpy()
         out[f"norm_{self.name}@{self.eps!r}"] = norms.cpu().numpy()
         return out
+
+    def verified(self, model, x, y) -> torch.Tensor:
+        """Which examples IBP verifies at the stage's eps (in Linf; none for L2 or a model it cannot read)."""
+        none = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        if self.attack.norm != "linf" or not len(x):
+            return none
+        try:
+            return certified_margins(model, x, y, self.eps, "ibp") > 0
+        except CannotBound:
+            return none
 
     def summarize(self, outputs: Outputs) -> dict[str, Any]:
         raise NotImplementedError("a stage is summarized by its ensemble (AutoAttackThreat)")

@@ -30,6 +30,11 @@ CHUNK_ELEMENTS = 1 << 24
 Box = tuple[torch.Tensor, torch.Tensor]
 
 
+class CannotBound(RobenchError):
+    """A model the bounds cannot read: an unsupported layer, not an nn.Sequential, not returning logits, or in
+    low precision."""
+
+
 class Affine:
     """An affine op v -> W v + b on batched tensors: `forward`, `abs_linear` (|W| r), `transpose`
     (A -> A W for coefficients A (B, S, *out)) and `bias` (A -> sum of A * b, (B, S))."""
@@ -236,7 +241,7 @@ def _pair(v) -> tuple[int, int]:
 
 
 def _convert(layer: nn.Module, in_shape: torch.Size, out_shape: torch.Size, like: torch.Tensor) -> Op | None:
-    """The op of one layer (None for an identity); a RobenchError naming a layer it cannot bound."""
+    """The op of one layer (None for an identity); a CannotBound naming a layer it cannot bound."""
     if isinstance(layer, nn.Linear) and len(in_shape) == 1:
         return LinearOp(layer)
     if isinstance(layer, nn.Conv2d) and layer.padding_mode == "zeros" and not isinstance(layer.padding, str):
@@ -271,11 +276,11 @@ def _convert(layer: nn.Module, in_shape: torch.Size, out_shape: torch.Size, like
     raise _unsupported(layer)
 
 
-def _unsupported(layer: nn.Module) -> RobenchError:
+def _unsupported(layer: nn.Module) -> CannotBound:
     name = f"{type(layer).__name__}(...)" if list(layer.children()) else repr(layer)
     why = " in training mode (call model.eval())" if isinstance(layer, (nn.modules.batchnorm._BatchNorm,
                                                                         nn.Dropout)) and layer.training else ""
-    return RobenchError(f"bound propagation cannot handle the layer {name}{why}; supported: {SUPPORTED}.")
+    return CannotBound(f"bound propagation cannot handle the layer {name}{why}; supported: {SUPPORTED}.")
 
 
 class BoundedNet:
@@ -286,7 +291,7 @@ class BoundedNet:
         check_arithmetic(model, like)
         layers = _layers(model)
         if len(layers) == 1 and layers[0] is model and list(model.children()):
-            raise RobenchError(f"bound propagation reads a model as an nn.Sequential of layers; "
+            raise CannotBound(f"bound propagation reads a model as an nn.Sequential of layers; "
                                f"{type(model).__name__} is not one (its forward cannot be read): rebuild it as "
                                f"nn.Sequential of {SUPPORTED}.")
         self.ops: list[Op] = []
@@ -299,7 +304,7 @@ class BoundedNet:
                 try:
                     out = layer(value)
                 except Exception as exc:
-                    raise RobenchError(f"bound propagation: layer {layer!r} fails on inputs of shape "
+                    raise CannotBound(f"bound propagation: layer {layer!r} fails on inputs of shape "
                                        f"{tuple(value.shape[1:])}: {exc}") from None
                 op = _convert(layer, value.shape[1:], out.shape[1:], like)
                 if op is not None:
@@ -307,7 +312,7 @@ class BoundedNet:
                     self.shapes.append(out.shape[1:])
                 value = out
         if value.dim() != 2:
-            raise RobenchError(f"bound propagation needs a model returning logits (N, classes); this one returns "
+            raise CannotBound(f"bound propagation needs a model returning logits (N, classes); this one returns "
                                f"{tuple(value.shape)}.")
         self.classes = value.shape[1]
         nonlinear = [i for i, op in enumerate(self.ops) if not isinstance(op, Affine)]
@@ -398,7 +403,7 @@ def check_arithmetic(model: nn.Module, like: torch.Tensor) -> None:
     autocast = torch.is_autocast_enabled(like.device.type)
     if low or autocast:
         what = f"{low[0]}" if low else "autocast"
-        raise RobenchError(f"bound propagation runs in fp32 or fp64 only, here it would run in {what}: a certificate "
+        raise CannotBound(f"bound propagation runs in fp32 or fp64 only, here it would run in {what}: a certificate "
                            "computed in low precision is not a certificate (rounding can make a bound wrong); "
                            "use the model and inputs in fp32 outside autocast.")
 

@@ -2,7 +2,10 @@
 
 An example is verified at eps when the model is correct on it and the lower bound of every margin
 z_y - z_k (k != y) over the Linf ball of radius eps (clipped to [0, 1]) is positive (robench.defenses.bounds).
-Bounds are deterministic and computed on the device of the input, `batch` examples at a time, in fp32.
+CROWN-IBP and CROWN take per margin the tighter of their bound and IBP's: both are sound, and on
+IBP-trained networks IBP's is often the tighter (mnist-crown-ibp-0.3, first 1000 test digits, eps 0.3:
+87.6% verified by IBP alone, 80.5% by CROWN-IBP alone). Bounds are deterministic and computed on the
+device of the input, `batch` examples at a time, in fp32.
 """
 from __future__ import annotations
 
@@ -21,6 +24,22 @@ from robench.registry import CERTIFIERS
 from robench.report import Ball, Column, Curve, Report, number
 from robench.spec import as_tuple
 from robench.threats import Budget, Kind, Outputs, Threat
+
+
+def certified_margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, method: str,
+                      batch: int = 100) -> torch.Tensor:
+    """The certified margin (N,) of each example over the Linf ball of radius `eps`: per margin the tighter of
+    `method`'s lower bound and IBP's, the smallest over k != y; positive: no point of the ball changes the
+    prediction from y. Raises CannotBound for a model the bounds cannot read."""
+    margins = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            xb, yb = x[i:i + batch], y[i:i + batch]
+            bounds = margin_bounds(model, xb, yb, eps, method)
+            if method != "ibp":
+                bounds = torch.maximum(bounds, margin_bounds(model, xb, yb, eps, "ibp"))
+            margins.append(certified_margin(bounds, yb))
+    return torch.cat(margins) if margins else torch.zeros(0, device=x.device)
 
 
 class BoundThreat(Threat):
@@ -73,14 +92,10 @@ class BoundThreat(Threat):
         model.eval()
         try:
             out: Outputs = {"clean_correct": (predict(model, x).argmax(1) == y).cpu().numpy()}
-            with torch.no_grad():
-                for eps in self.epsilons:
-                    margins = [certified_margin(margin_bounds(model, x[i:i + self.batch], y[i:i + self.batch], eps,
-                                                              self.method), y[i:i + self.batch])
-                               for i in range(0, len(x), self.batch)]
-                    margin = torch.cat(margins).double().cpu().numpy() if margins else np.zeros(0)
-                    out[f"margin@{eps!r}"] = margin
-                    out[f"verified@{eps!r}"] = out["clean_correct"] & (margin > 0)
+            for eps in self.epsilons:
+                margin = certified_margins(model, x, y, eps, self.method, self.batch).double().cpu().numpy()
+                out[f"margin@{eps!r}"] = margin
+                out[f"verified@{eps!r}"] = out["clean_correct"] & (margin > 0)
         finally:
             model.train(was_training)
         return out
@@ -105,8 +120,9 @@ class BoundThreat(Threat):
                       "lower bound over the eps ball is positive", tuple(columns),
                       (Curve("verified_curve", f"{self.label} verified", "Linf eps (pixels in [0, 1])",
                              tuple(points)),),
-                      notes=(f"{self.label} verified: accuracy certified by {self.label} bounds at that Linf eps "
-                             "(deterministic, sound up to fp32 rounding).",),
+                      notes=(f"{self.label} verified: accuracy certified by {self.label} bounds"
+                             f"{'' if self.method == 'ibp' else ' (or IBP bounds, per margin, where tighter)'} at "
+                             "that Linf eps (deterministic, sound up to fp32 rounding).",),
                       ball=Ball("linf", "verified", verified))
 
 
@@ -121,15 +137,17 @@ class IBPThreat(BoundThreat):
 @CERTIFIERS.register("crown-ibp")
 class CrownIBPThreat(BoundThreat):
     """Verified Linf accuracy by CROWN-IBP (Zhang et al. 2020): IBP boxes inside, CROWN's backward linear
-    bound of the margins to the input."""
+    bound of the margins to the input, or IBP's bound where that is tighter."""
 
     method, label, cost = "crown-ibp", "CROWN-IBP", 50.0
+    version = 2  # v2: each margin's bound the tighter of CROWN-IBP's and IBP's (v1: CROWN-IBP's)
 
 
 @CERTIFIERS.register("crown")
 class CrownThreat(BoundThreat):
     """Verified Linf accuracy by CROWN (Zhang et al. 2018): backward linear bounds, the ReLU inputs' boxes
-    tightened by CROWN itself where IBP leaves a unit unstable."""
+    tightened by CROWN itself where IBP leaves a unit unstable; IBP's bound where that is tighter."""
 
     method, label, cost = "crown", "CROWN", 1e5
+    version = 2  # v2: each margin's bound the tighter of CROWN's and IBP's (v1: CROWN's)
     shard_size: ClassVar[int | None] = 50

@@ -95,3 +95,47 @@ def test_the_ensemble_resumes_attack_by_attack(embedded_model, tmp_path):
     after = resumed.metrics["robust_accuracy_after"]["0.05"]
     counts = [after[name]["correct"] for name in ("apgd-ce", "apgd-t", "fab-t", "square")]
     assert counts == sorted(counts, reverse=True) and counts[-1] == resumed.metrics["robust_accuracy"]["0.05"]["correct"]
+
+
+class _Spy:
+    """An attack that records how many examples it is run on."""
+
+    def __init__(self, attack):
+        self.attack, self.sizes = attack, []
+
+    def __getattr__(self, name):
+        return getattr(self.attack, name)
+
+    def __call__(self, model, x, y, **kw):
+        self.sizes.append(len(x))
+        return self.attack(model, x, y, **kw)
+
+
+class _Opaque(nn.Module):
+    """The same network behind a forward the bounds cannot read."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x)
+
+
+@pytest.mark.parametrize("readable", [True, False])
+def test_no_attack_runs_on_an_example_ibp_verifies(readable):
+    """Examples IBP verifies at eps count as robust without being attacked; on a model the bounds cannot
+    read, every clean-correct example is attacked."""
+    from robench.defenses.verified import certified_margins
+
+    g = torch.Generator().manual_seed(3)
+    x, net, eps = torch.rand(40, 1, 8, 8, generator=g), _net(), 0.02
+    y = net(x).argmax(1)
+    y[:4] = (y[:4] + 1) % 10
+    verified = (certified_margins(net, x, y, eps, "ibp") > 0).numpy()
+    assert 0 < verified.sum() < 36  # both kinds among the 36 clean-correct examples
+    threat = build_threat(f"autoattack:eps={eps}")
+    spy = threat.attack.attacks["apgd-ce"] = _Spy(threat.attack.attacks["apgd-ce"])
+    out = threat.evaluate_shard(net if readable else _Opaque(net), x, y, torch.Generator().manual_seed(0))
+    assert spy.sizes == [36 - verified.sum() if readable else 36]
+    assert out[f"robust@{eps!r}"][verified].all()  # sound either way: a verified example is never broken
