@@ -128,6 +128,35 @@ def test_interrupted_ray_run_resumes_with_only_the_missing_shards(ray_instance, 
     _same(r, local_record)
 
 
+CERTIFY = "smoothing:mode=sequential,n0=20,n=100,n_max=400,radii=0.25|0.5,batch=200,sigma=0.25"
+
+
+def _without_timing(record):
+    """A certification Record's metrics and outputs but the per-example wall time (which never repeats)."""
+    metrics = {k: v for k, v in record.metrics.items() if k != "seconds_per_example"}
+    return metrics, {k: v for k, v in record.outputs.items() if k != "time"}
+
+
+def test_certification_runs_one_task_per_shard_on_ray_and_resumes(ray_instance, embedded_model, tmp_path):
+    """Sequential CERTIFY over 120 digits in 3 shards of 40 on two Ray workers: the Record of a local run,
+    and a driver interrupted after one shard resumes with only the other two."""
+    kw = dict(dataset="mnist-5k", n=120, shard_size=40, seed=3, with_outputs=True)
+    with one_thread():
+        local = robench.evaluate(embedded_model, CERTIFY, store=tmp_path / "local.sqlite", **kw)[0]
+    store = Store(tmp_path / "ray.sqlite")
+    with pytest.raises(KeyboardInterrupt):
+        robench.evaluate(embedded_model, CERTIFY, store=store, executor=Counting(stop_after=1, workers=2), **kw)
+    assert store.count("shards") == 1 and store.count("records") == 0
+    again = Counting(workers=2)
+    on_ray = robench.evaluate(embedded_model, CERTIFY, store=store, executor=again, **kw)[0]
+    assert again.sent == 2 and on_ray.provenance["shards"] == 3
+    (metrics, outputs), (local_metrics, local_outputs) = _without_timing(on_ray), _without_timing(local)
+    assert metrics == local_metrics and outputs.keys() == local_outputs.keys()
+    for k in outputs:
+        np.testing.assert_array_equal(outputs[k], local_outputs[k], err_msg=k)
+    assert 0 < metrics["certified_accuracy"]["0.25"]["value"] and metrics["samples_per_example"] < 20 + 400
+
+
 def test_failing_shard_is_reported_and_the_others_are_kept(ray_instance, embedded_model, local_record, tmp_path):
     store = Store(tmp_path / "s.sqlite")
     kw = dict(dataset="mnist-5k", n=N, store=store, shard_size=SHARD, seed=3)
