@@ -487,6 +487,9 @@ def test_the_sandwich_shows_verified_below_attacked_below_clean_and_flags_a_brok
     assert broken.startswith("CROWN verified 0.1 (") and "above PGD Linf 0.1" in broken
     assert view.flags == (f"ncm: order: {broken}",)
     assert view.rows["ncm-boost"]["order"] == "ok"
+    from robench.leaderboard.render import render_readme
+
+    assert "\n- ncm: order: CROWN verified 0.1 (" in render_readme(lb, {})  # the model's name as written
 
 
 CLAIMS = """

@@ -134,14 +134,14 @@ def render_readme(lb: Leaderboard, figures: dict[str, str]) -> str:
             lines += [f"## Sandwich ({NORM_NAMES[norm]})", "", _sentence(d.description), "",
                       render_grid(d.columns, d.rows, "markdown", note="").rstrip(), ""]
             if d.flags:
-                lines += ["Broken order:", ""] + [f"- {markdown_text(_sentence(f))}" for f in d.flags] + [""]
+                lines += ["Broken order:", ""] + [f"- {markdown_text(_period(f))}" for f in d.flags] + [""]
     for d in details(lb):
         lines += [f"## {threat_name(d.threat)}", "", f"`{d.threat}`", ""]
         if d.description:
             lines += [_sentence(d.description), ""]
         lines += [render_grid(d.columns, d.rows, "markdown", note="").rstrip(), ""]
         if d.flags:
-            lines += ["Flags:", ""] + [f"- {markdown_text(_sentence(f))}" for f in d.flags] + [""]
+            lines += ["Flags:", ""] + [f"- {markdown_text(_period(f))}" for f in d.flags] + [""]
         if d.provenance:
             lines += [" ".join(_sentence(p) for p in d.provenance), ""]
     if figures:
@@ -155,8 +155,14 @@ def render_readme(lb: Leaderboard, figures: dict[str, str]) -> str:
 
 
 def _sentence(text: str) -> str:
+    text = _period(text)
+    return text[:1].upper() + text[1:]
+
+
+def _period(text: str) -> str:
+    """`text` ending in a period, its first letter as it is (a flag line starts with a model's name)."""
     text = text.strip()
-    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
+    return text + ("" if text.endswith(".") else ".")
 
 
 # -------------------------------------------------------------------------------------------- HTML
@@ -215,7 +221,7 @@ def render_html(lb: Leaderboard, figures: dict[str, str]) -> str:
             body += [f"<h2>Sandwich ({e(NORM_NAMES[norm])})</h2>", f"<p>{e(_sentence(d.description))}</p>",
                      _html_table(d.columns, d.rows)]
             if d.flags:
-                body.append("<p>Broken order:</p><ul>" + "".join(f"<li>{e(_sentence(f))}</li>" for f in d.flags)
+                body.append("<p>Broken order:</p><ul>" + "".join(f"<li>{e(_period(f))}</li>" for f in d.flags)
                             + "</ul>")
     for d in details(lb):
         body.append(f"<h2>{e(threat_name(d.threat))}</h2><p><code>{e(d.threat)}</code></p>")
@@ -223,7 +229,7 @@ def render_html(lb: Leaderboard, figures: dict[str, str]) -> str:
             body.append(f"<p>{e(_sentence(d.description))}</p>")
         body.append(_html_table(d.columns, d.rows))
         if d.flags:
-            body.append("<p>Flags:</p><ul>" + "".join(f"<li>{e(_sentence(f))}</li>" for f in d.flags) + "</ul>")
+            body.append("<p>Flags:</p><ul>" + "".join(f"<li>{e(_period(f))}</li>" for f in d.flags) + "</ul>")
         if d.provenance:
             body.append(f"<p>{e(' '.join(_sentence(p) for p in d.provenance))}</p>")
     if figures:
