@@ -26,6 +26,12 @@ def export_suite(suite: str, dataset: str, split: str, out_dir: str | os.PathLik
                               progress=progress, title=suite)
 
 
+def layout(suite: str) -> str:
+    """Where `export_suite` puts the files of `suite`, with OUT for the output folder."""
+    entry = CORRUPTIONS.get(suite)
+    return (entry if isinstance(entry, type) and issubclass(entry, CorruptionSuite) else CorruptionSuite).layout
+
+
 def preview(out_png: str | os.PathLike, suite: str = "mnist-c", dataset: str = "mnist", split: str = "test",
             n: int = 8, data_root: str | None = None, seed: int = 0) -> Path:
     """A PNG grid: the first `n` images of the split, clean and under each corruption of `suite`."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -65,13 +65,15 @@ class CorruptionSuite:
     """A suite of registered corruptions. Subclasses set `name` (registered name), `label` (in table
     titles), `members` (corruption names, in the official order) and `severities` (None: each
     corruption at its own default, as in a published set with one severity per corruption); they may
-    override `files` for their official export layout and set `prefix`. The threat parameter `corruptions` picks some
+    override `files` (one file per part) or `export` for their official file layout and set `prefix`. The threat parameter `corruptions` picks some
     of the members ("all": every one)."""
 
     name: ClassVar[str]
     label: ClassVar[str]
     members: ClassVar[tuple[str, ...]]
     severities: ClassVar[tuple[int, ...] | None] = None
+    #: where `export` writes the files (for messages)
+    layout: ClassVar[str] = "OUT/<corruption>/<split>_images.npy and _labels.npy"
     #: the members' registered names are prefix + member ("cifar10-c:fog"), where a suite's corruption
     #: shares its name with another suite's
     prefix: ClassVar[str] = ""
@@ -134,21 +136,19 @@ def folder_layout(out: Path, part: str, split: str) -> tuple[Path, Path]:
     return out / part / f"{split}_images.npy", out / part / f"{split}_labels.npy"
 
 
-def _save(path: Path, array: np.ndarray) -> None:
+def save_array(path: Path, array: np.ndarray) -> None:
+    """`array` as a .npy file at `path`, written atomically (its folder made where missing)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, array)
 
 
-def export_corruptions(corruptions: dict[str, Corruption], dataset: str, split: str, out_dir: str | os.PathLike,
-                       data_root: str | None = None, seed: int = 0, progress: bool = True,
-                       files: Callable[[Path, str, str], tuple[Path, Path]] = folder_layout,
-                       title: str = "corruptions") -> Path:
-    """Corrupt a dataset split ('train', 'test' or 'all') with each of `corruptions` (by part name) and
-    write, each file atomically, the images as uint8 (N, H, W, C) and the labels (uint8 where every label
-    fits, else int64) where `files(out, part, split)` says (default: OUT/<part>/<split>_images.npy and
-    _labels.npy: `folder_layout`). Any image size and channel count; the same seed gives the same files."""
-    out = Path(out_dir)
+def corrupted(corruptions: dict[str, Corruption], dataset: str, split: str, data_root: str | None = None,
+              seed: int = 0, progress: bool = True, title: str = "corruptions"
+              ) -> Iterator[tuple[str, str, np.ndarray, np.ndarray]]:
+    """(part name, split, images as uint8 (N, H, W, C), labels) for each of `corruptions` (by part name)
+    over each split of `split` ('train', 'test' or 'all'), labels as uint8 where every label fits (else
+    int64). The images depend only on the seed, the part, the split and the chunk (not on the layout)."""
     base = torch.Generator().manual_seed(seed)
     for part in _splits(split):
         data = load_dataset(dataset, part, data_root)
@@ -161,9 +161,21 @@ def export_corruptions(corruptions: dict[str, Corruption], dataset: str, split: 
                 x = data.images[start:start + CHUNK].float().div_(255)
                 y = corruption(x, derived(base, f"{name}/{part}/{start}"))
                 chunks.append((y * 255).round_().to(torch.uint8).permute(0, 2, 3, 1).numpy())
-            images_path, labels_path = files(out, name, part)
-            _save(images_path, np.concatenate(chunks))
-            _save(labels_path, labels)
+            yield name, part, np.concatenate(chunks), labels
+
+
+def export_corruptions(corruptions: dict[str, Corruption], dataset: str, split: str, out_dir: str | os.PathLike,
+                       data_root: str | None = None, seed: int = 0, progress: bool = True,
+                       files: Callable[[Path, str, str], tuple[Path, Path]] = folder_layout,
+                       title: str = "corruptions") -> Path:
+    """Corrupt a dataset split ('train', 'test' or 'all') with each of `corruptions` (see `corrupted`) and
+    write, each file atomically, the images and the labels where `files(out, part, split)` says (default:
+    MNIST-C's layout, `folder_layout`). Any image size and channel count; the same seed gives the same files."""
+    out = Path(out_dir)
+    for name, part, images, labels in corrupted(corruptions, dataset, split, data_root, seed, progress, title):
+        images_path, labels_path = files(out, name, part)
+        save_array(images_path, images)
+        save_array(labels_path, labels)
     return out
 
 

@@ -364,3 +364,27 @@ def test_robench_run_takes_the_suite(clean, tmp_path):
     assert done.returncode == 0, done.stderr
     [record] = json.loads(done.stdout)
     assert record["threat"].startswith("cifar10-c:") and len(record["metrics"]["accuracy"]) == 10
+
+
+def test_export_writes_the_published_layout(data_root, tmp_path):
+    """OUT/<corruption>.npy holds severities 1-5 in turn (each the MNIST-C layout's part at the same seed) and
+    OUT/labels.npy the test labels five times, as the published CIFAR-10-C; a train split is refused."""
+    from robench.corruptions.suite import export_corruptions
+
+    suite = Cifar10C(corruptions=("gaussian_noise", "contrast"))
+    out = suite.export("cifar10", "test", tmp_path / "c10c", data_root=data_root, seed=1, progress=False)
+    labels = robench.load_dataset("cifar10", "test", data_root).labels.numpy()
+    n = len(labels)
+    assert sorted(p.name for p in out.iterdir()) == ["contrast.npy", "gaussian_noise.npy", "labels.npy"]
+    assert np.array_equal(np.load(out / "labels.npy"), np.tile(labels, 5).astype(np.uint8))
+    parts = export_corruptions(suite.corruptions, "cifar10", "test", tmp_path / "parts", data_root=data_root,
+                               seed=1, progress=False)
+    for name in ("gaussian_noise", "contrast"):
+        images = np.load(out / f"{name}.npy")
+        assert images.shape == (5 * n, 32, 32, 3) and images.dtype == np.uint8
+        for severity in range(1, 6):
+            block = images[(severity - 1) * n:severity * n]
+            assert np.array_equal(block, np.load(parts / name / str(severity) / "test_images.npy"))
+    assert not np.array_equal(images[:n], images[4 * n:])  # severities differ
+    with pytest.raises(RobenchError, match="test split only"):
+        suite.export("cifar10", "train", tmp_path / "train", data_root=data_root, progress=False)

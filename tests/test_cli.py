@@ -161,9 +161,9 @@ def test_corrupt_writes_the_mnist_c_layout(capsys, tmp_path):
 
     from robench.data import load_dataset
 
-    code, _, _ = run(capsys, "corrupt", "--suite", "stripe", "--dataset", "mnist-5k", "--split", "test",
-                     "--out", str(tmp_path / "c"), "--preview", str(tmp_path / "p.png"), "--quiet")
-    assert code == 0
+    code, out, _ = run(capsys, "corrupt", "--suite", "stripe", "--dataset", "mnist-5k", "--split", "test",
+                       "--out", str(tmp_path / "c"), "--preview", str(tmp_path / "p.png"), "--quiet")
+    assert code == 0 and f"wrote {tmp_path / 'c'}/<corruption>/<split>_images.npy and _labels.npy" in out
     images = np.load(tmp_path / "c" / "stripe" / "test_images.npy")
     labels = np.load(tmp_path / "c" / "stripe" / "test_labels.npy")
     clean = load_dataset("mnist-5k", "test")

@@ -1,8 +1,14 @@
 """The CIFAR-10-C suite: its 15 corruptions at severities 1-5, as a `CorruptionSuite`."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+import numpy as np
+
 from robench.corruptions.cifar10_c.common import PREFIX
-from robench.corruptions.suite import CorruptionSuite, register_suite
+from robench.corruptions.suite import CorruptionSuite, corrupted, register_suite, save_array
+from robench.errors import RobenchError
 
 #: in the published order (Hendrycks & Dietterich 2019)
 CIFAR10_C = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
@@ -34,3 +40,25 @@ class Cifar10C(CorruptionSuite):
     members = CIFAR10_C
     severities = (1, 2, 3, 4, 5)
     prefix = PREFIX
+    layout = "OUT/<corruption>.npy (severities 1-5 in turn) and OUT/labels.npy"
+
+    def export(self, dataset: str, split: str, out_dir: str | os.PathLike, data_root: str | None = None,
+               seed: int = 0, progress: bool = True) -> Path:
+        """The published layout (Hendrycks & Dietterich's release, which RobustBench's loader reads): per
+        corruption OUT/<corruption>.npy, uint8 (5 N, H, W, C) with severities 1 to 5 in turn, and
+        OUT/labels.npy, the N test labels five times; the test split only, as published. Each severity's
+        images are those of the MNIST-C layout's part <corruption>/<severity> at the same seed."""
+        if split != "test":
+            raise RobenchError(f"CIFAR-10-C is published for the test split only, not {split!r}: give --split test "
+                               "(one corruption's name as --suite writes any split in MNIST-C's layout).")
+        out, blocks = Path(out_dir), {}
+        labels = None
+        for part, _, images, labels in corrupted(self.corruptions, dataset, split, data_root, seed, progress, self.name):
+            name, severity = self.parts[part]
+            blocks.setdefault(name, {})[severity] = images
+            if len(blocks[name]) == len(self.severities):
+                done = blocks.pop(name)
+                save_array(out / f"{name}.npy", np.concatenate([done[s] for s in self.severities]))
+        if labels is not None:
+            save_array(out / "labels.npy", np.tile(labels, len(self.severities)))
+        return out

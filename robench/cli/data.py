@@ -11,7 +11,8 @@ from robench.cli.common import Parents, check_models, examples, load_model, outp
 CORRUPT_EXAMPLES = """
     robench corrupt --suite mnist-c --dataset mnist --split test --out mnist_c/
     robench corrupt --suite mnist-c --dataset mnist --split all --out mnist_c/ --preview mnist_c.png
-    robench corrupt --suite fog --dataset fashion-mnist --split test --out fog/"""
+    robench corrupt --suite fog --dataset fashion-mnist --split test --out fog/
+    robench corrupt --suite cifar10-c --dataset cifar10 --split test --out CIFAR-10-C/"""
 CERTIFY_EXAMPLES = """
     robench certify --model mnist-gaussian-0.25 --sigma 0.25 --n0 100 --n 100000 --alpha 0.001 \\
         --n-examples 500 --out certify/mnist-gaussian-0.25.tsv
@@ -25,7 +26,9 @@ def cmd_corrupt(args: argparse.Namespace) -> None:
     if args.out:
         out = robench.export_corruptions(args.suite, args.dataset, args.split, args.out, data_root=args.data_root,
                                          seed=args.seed, progress=progress(args))
-        print(f"wrote {out}/<corruption>/<split>_images.npy and _labels.npy")
+        from robench.corruptions.export import layout
+
+        print(f"wrote {layout(args.suite).replace('OUT', str(out))}")
     if args.preview:
         split = "test" if args.split == "all" else args.split
         print(f"wrote {robench.preview_corruptions(args.preview, args.suite, args.dataset, split, data_root=args.data_root, seed=args.seed)}")
@@ -48,12 +51,13 @@ def cmd_certify(args: argparse.Namespace) -> None:
 
 def add_corrupt(sub, parents: Parents) -> None:
     p = sub.add_parser("corrupt", parents=[parents.common, parents.data], formatter_class=parents.fmt,
-                       epilog=examples(CORRUPT_EXAMPLES), help="write a corrupted copy of a dataset in the MNIST-C layout")
+                       epilog=examples(CORRUPT_EXAMPLES), help="write a corrupted copy of a dataset in the suite's published layout")
     p.add_argument("--suite", required=True,
                    help="a corruption suite (e.g. mnist-c) or one corruption's name (robench list corruptions)")
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--split", choices=["train", "test", "all"], default="test")
-    p.add_argument("--out", help="output folder: OUT/<corruption>/<split>_images.npy (uint8 N x 28 x 28 x 1)")
+    p.add_argument("--out", help="output folder: OUT/<corruption>/<split>_images.npy (uint8 N x H x W x C) and "
+                                 "_labels.npy; for cifar10-c OUT/<corruption>.npy and OUT/labels.npy")
     p.add_argument("--preview", help="also draw a grid of examples per corruption to this PNG")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_corrupt)
