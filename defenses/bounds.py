@@ -2,7 +2,8 @@
 
 A network (an ``nn.Sequential``, nested ones flattened) is read as a chain of ops v_0 -> v_1 -> ... -> v_L,
 v_0 the input, v_L the logits. Affine ops (Linear, Conv2d, eval-mode BatchNorm, AvgPool, robench's
-input `Normalize`, Flatten) have a forward map, |W| and a transpose; ReLU and MaxPool2d are relaxed.
+input `Normalize`, Flatten, SparseWeights' masked layers) have a forward map, |W| and a transpose; ReLU,
+MaxPool2d and k-winners-take-all are relaxed.
 `intervals[i]` is the box of v_i (the input of op i). A specification matrix C (B, S, K) over the logits
 is folded into the last affine ops: IBP bounds C v_L through the affine tail exactly from the box of the
 last nonlinear op's output; CROWN and CROWN-IBP propagate C back to the input. Bounds are computed in
@@ -19,11 +20,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from robench.errors import RobenchError
-from robench.nets import Normalize
+from robench.nets import KWinners, Normalize, SparseWeights
 
 METHODS = ("ibp", "crown-ibp", "crown")
 SUPPORTED = ("Linear, Conv2d, ReLU, MaxPool2d (no padding), Flatten, eval-mode BatchNorm1d/2d, AvgPool2d, "
-             "AdaptiveAvgPool2d (dividing sizes), robench.nets.Normalize, Identity, eval-mode Dropout")
+             "AdaptiveAvgPool2d (dividing sizes), robench.nets.Normalize, SparseWeights and KWinners, Identity, "
+             "eval-mode Dropout")
 #: elements of the largest coefficient tensor one backward pass of CROWN's intermediate bounds holds
 CHUNK_ELEMENTS = 1 << 24
 
@@ -55,8 +57,8 @@ class Affine:
 
 
 class LinearOp(Affine):
-    def __init__(self, layer: nn.Linear):
-        self.w, self.b = layer.weight, layer.bias
+    def __init__(self, layer: nn.Linear, weight: torch.Tensor | None = None):
+        self.w, self.b = layer.weight if weight is None else weight, layer.bias
 
     def forward(self, x):
         return F.linear(x, self.w, self.b)
@@ -72,8 +74,8 @@ class LinearOp(Affine):
 
 
 class ConvOp(Affine):
-    def __init__(self, layer: nn.Conv2d, in_shape: torch.Size, out_shape: torch.Size):
-        self.w, self.b = layer.weight, layer.bias
+    def __init__(self, layer: nn.Conv2d, in_shape: torch.Size, out_shape: torch.Size, weight: torch.Tensor | None = None):
+        self.w, self.b = layer.weight if weight is None else weight, layer.bias
         self.args = dict(stride=layer.stride, padding=layer.padding, dilation=layer.dilation, groups=layer.groups)
         k = layer.weight.shape[2:]
         self.output_padding = tuple(
@@ -222,7 +224,45 @@ class MaxPoolOp:
         return out.view(*a.shape[:2], *self.in_shape), const
 
 
-Op = Affine | ReluOp | MaxPoolOp
+class KWinnersOp:
+    """k-winners-take-all: per example, a unit passes when it is among the k largest of the layer, else it is
+    0. A unit surely passes when fewer than k others can exceed its lower bound, and surely fails when at
+    least k others surely exceed its upper bound; an undecided unit is v or 0, relaxed by the hull of both:
+    for l < 0 < u the lines through (l, 0) and (u, u) above and (l, l) and (u, 0) below; v above and 0 below
+    for l >= 0; 0 above and v below for u <= 0."""
+
+    def __init__(self, k: int):
+        self.k = k
+
+    def decided(self, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(surely passes, surely fails) per unit, from the sorted bounds of each example's layer."""
+        lo_flat, hi_flat = lo.flatten(1).contiguous(), hi.flatten(1).contiguous()
+        n = lo_flat.shape[1]
+        others_above = n - torch.searchsorted(hi_flat.sort(1).values, lo_flat, right=True) - (hi_flat > lo_flat).long()
+        surely_above = n - torch.searchsorted(lo_flat.sort(1).values, hi_flat, right=True)  # never the unit itself
+        return (others_above < self.k).view_as(lo), (surely_above >= self.k).view_as(lo)
+
+    def interval(self, lo, hi):
+        passes, fails = self.decided(lo, hi)
+        undecided = ~passes & ~fails
+        return (torch.where(undecided, lo.clamp(max=0), torch.where(fails, 0, lo)),
+                torch.where(undecided, hi.clamp(min=0), torch.where(fails, 0, hi)))
+
+    def backward(self, a, lo, hi):
+        passes, fails = self.decided(lo, hi)
+        undecided = ~passes & ~fails
+        straddles = undecided & (lo < 0) & (hi > 0)
+        width = torch.where(straddles, hi - lo, torch.ones_like(lo))
+        one, zero = torch.ones_like(lo), torch.zeros_like(lo)
+        upper_slope = torch.where(straddles, hi / width, torch.where(passes | (undecided & (lo >= 0)), one, zero))
+        upper_intercept = torch.where(straddles, -lo * hi / width, zero)
+        lower_slope = torch.where(straddles, -lo / width, torch.where(passes | (undecided & (hi <= 0)), one, zero))
+        lower_intercept = torch.where(straddles, lo * hi / width, zero)
+        out = a * torch.where(a >= 0, lower_slope.unsqueeze(1), upper_slope.unsqueeze(1))
+        return out, _dot(a.clamp(min=0), lower_intercept) + _dot(a.clamp(max=0), upper_intercept)
+
+
+Op = Affine | ReluOp | MaxPoolOp | KWinnersOp
 
 
 def _dot(a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -248,6 +288,13 @@ def _convert(layer: nn.Module, in_shape: torch.Size, out_shape: torch.Size, like
         return ConvOp(layer, in_shape, out_shape)
     if isinstance(layer, nn.ReLU):
         return ReluOp()
+    if isinstance(layer, SparseWeights) and isinstance(layer.layer, nn.Linear) and len(in_shape) == 1:
+        return LinearOp(layer.layer, layer.layer.weight * layer.mask)
+    if (isinstance(layer, SparseWeights) and isinstance(layer.layer, nn.Conv2d) and layer.layer.padding_mode == "zeros"
+            and not isinstance(layer.layer.padding, str)):
+        return ConvOp(layer.layer, in_shape, out_shape, layer.layer.weight * layer.mask)
+    if isinstance(layer, KWinners):
+        return KWinnersOp(layer.k)
     if isinstance(layer, Normalize):
         return ChannelOp(1 / layer.std, -layer.mean / layer.std, in_shape)
     if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)) and not layer.training and layer.running_var is not None:

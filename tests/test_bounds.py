@@ -16,7 +16,7 @@ from robench.attacks.autoattack import ensemble
 from robench.defenses import bounds
 from robench.defenses.bounds import BoundedNet, input_box, margin_bounds, margin_spec
 from robench.errors import RobenchError
-from robench.nets import Normalize
+from robench.nets import KWinners, Normalize, SparseWeights
 from robench.registry import ATTACKS
 from robench.threats import build_threat
 
@@ -47,6 +47,9 @@ def _nets() -> dict[str, nn.Module]:
                                      nn.AvgPool2d(2, stride=1, padding=1, count_include_pad=False),
                                      nn.Conv2d(4, 5, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
                                      nn.Flatten(), nn.Linear(20, 3)),
+        "sparse-kwta": nn.Sequential(Normalize((0.2,), (0.4,)), SparseWeights(nn.Conv2d(1, 4, 3, padding=1), 0.5),
+                                     nn.MaxPool2d(2), KWinners(12), nn.Flatten(), SparseWeights(nn.Linear(36, 16), 0.5),
+                                     KWinners(5), nn.Linear(16, 4)),
     }
     return {name: net.eval() for name, net in nets.items()}
 
@@ -110,6 +113,29 @@ def test_bounds_contain_random_and_pgd_points(name, method):
     x = torch.rand(4, 1, 6, 6, generator=generator)
     for eps in (0.02, 0.1):
         assert _violation(NETS[name], x, eps, method, generator) <= TOL
+
+
+@pytest.mark.parametrize("straddling", [False, True])
+def test_kwinners_relaxation_holds_for_every_point_of_the_box(straddling):
+    """For random boxes and points in them: the units k-WTA surely passes or fails do so, the interval
+    holds the output, and A kwta(v) >= A' v + c for random coefficients A of both signs."""
+    g = torch.Generator().manual_seed(4)
+    op, kwta = bounds.KWinnersOp(5), KWinners(5)
+    centre = torch.randn(6, 20, generator=g) + (0 if straddling else 3)
+    radius = torch.rand(6, 20, generator=g) * (1.5 if straddling else 0.3)
+    lo, hi = centre - radius, centre + radius
+    a = torch.randn(6, 7, 20, generator=g)
+    passes, fails = op.decided(lo, hi)
+    out_lo, out_hi = op.interval(lo, hi)
+    coef, const = op.backward(a, lo, hi)
+    assert (~passes & ~fails).any() and (passes | fails).any()  # both kinds, so each branch is tested
+    for _ in range(300):
+        v = lo + (hi - lo) * torch.rand(lo.shape, generator=g).round_() if _ % 2 else \
+            lo + (hi - lo) * torch.rand(lo.shape, generator=g)
+        y = kwta(v)
+        assert not (passes & (y != v)).any() and not (fails & (y != 0)).any()
+        assert (out_lo <= y + 1e-6).all() and (y <= out_hi + 1e-6).all()
+        assert ((a * y.unsqueeze(1)).sum(-1) >= (coef * v.unsqueeze(1)).sum(-1) + const - 1e-5).all()
 
 
 # --------------------------------------------------------------------------- exact minimum by MILP
