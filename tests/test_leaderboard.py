@@ -384,6 +384,28 @@ def test_shipped_leaderboards_check():
         assert leaderboard.Leaderboard.load(name).check() == [], name
 
 
+def test_each_row_says_what_the_model_is(tmp_path):
+    """The Models table: a zoo entry's architecture, parameter count, recipe and CPU training time; a model
+    the zoo does not know is said to be so."""
+    from robench import zoo
+    from robench.leaderboard.views import model_rows
+
+    columns, rows = model_rows(leaderboard.Leaderboard.load("mnist"))
+    assert columns == ["architecture", "parameters", "training", "CPU training"]
+    cnn = zoo.get("mnist-small-cnn")
+    assert rows["mnist-small-cnn"] == {"architecture": "small-cnn",
+                                       "parameters": f"{sum(p.numel() for p in cnn.build().parameters()):,}",
+                                       "training": f"{cnn.description} (3 epochs)", "CPU training": "1.7 min"}
+    assert "IBP training" in rows["mnist-ibp-0.1"]["training"]
+    folder = tmp_path / "toy"
+    folder.mkdir()
+    write_spec(folder, threats=["clean"], models=["ncm"])
+    leaderboard.update(folder, loader=Loader(), store=tmp_path / "store.sqlite")
+    _, rows = model_rows(leaderboard.Leaderboard.load(folder))
+    assert rows["ncm"]["training"] == "zoo entry ncm, not in this robench's zoo"
+    assert "## Models" in (folder / "README.md").read_text() and "<h2>Models</h2>" in (folder / "index.html").read_text()
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 

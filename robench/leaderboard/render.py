@@ -12,8 +12,8 @@ from typing import Any
 from robench.attacks.norms import NORM_NAMES
 from robench.leaderboard import claims
 from robench.leaderboard.entries import FIGURES, Leaderboard
-from robench.leaderboard.views import (details, note, provenance_rows, report, sandwich, show, sort_value, table,
-                                      threat_name)
+from robench.leaderboard.views import (details, model_rows, note, provenance_rows, report, sandwich, show, sort_value,
+                                      table, threat_name)
 from robench.metrics import Accuracy
 from robench.tables import format_cell, markdown_text, render_grid
 
@@ -21,6 +21,9 @@ TEMPLATE = Path(__file__).resolve().parent / "templates" / "page.html"
 CLAIMS_NOTE = (f"Published claims checked against these entries (claims.toml): each compares cell a with cell b by "
                f"an exact one-sided test at level {claims.ALPHA} (McNemar's on shared per-example outcomes, else "
                "Fisher's on the counts).")
+MODELS_NOTE = ("What each model is: zoo entries are trained from their recipe by `robench zoo train NAME` (the weights "
+               "are not committed; the provenance table gives the sha256 each entry was computed with); CPU training "
+               "time on this project's 2-core CPU, as in the README's zoo table.")
 
 
 # -------------------------------------------------------------------------------------------- figures
@@ -146,6 +149,8 @@ def render_readme(lb: Leaderboard, figures: dict[str, str]) -> str:
             lines += [" ".join(_sentence(p) for p in d.provenance), ""]
     if figures:
         lines += ["## Figures", ""] + [f"![{name}]({FIGURES}/{name})" for name in figures] + [""]
+    mcols, mrows = model_rows(lb)
+    lines += ["## Models", "", MODELS_NOTE, "", render_grid(mcols, mrows, "markdown", note="").rstrip(), ""]
     pcols, prows = provenance_rows(lb)
     total = sum(r["wall s"] for r in prows.values())
     lines += ["## Provenance", "", render_grid(pcols, prows, "markdown", note="").rstrip(), "",
@@ -237,6 +242,8 @@ def render_html(lb: Leaderboard, figures: dict[str, str]) -> str:
         for name, svg in figures.items():
             uri = "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode()
             body.append(f'<img alt="{e(name)}" src="{uri}">')
+    mcols, mrows = model_rows(lb)
+    body += ["<h2>Models</h2>", f"<p>{e(MODELS_NOTE)}</p>", _html_table(mcols, mrows)]
     pcols, prows = provenance_rows(lb)
     body += ["<h2>Provenance</h2>", _html_table(pcols, prows)]
     top, bottom = _template().split("{{body}}")

@@ -238,6 +238,37 @@ def _order_violations(clean: Accuracy | None, cells: list[tuple[float, int, str,
     return out
 
 
+def model_rows(lb: Leaderboard) -> tuple[list[str], Rows]:
+    """What each model is: for a zoo entry its architecture, parameter count, training (the zoo's
+    description, which names the defense and its paper) and CPU training time; a submitted entry, where it
+    came from."""
+    from robench import zoo
+
+    columns = ["architecture", "parameters", "training", "CPU training"]
+    rows = {}
+    for model in table(lb)[1]:
+        source = lb.entries.get(model, {}).get("source", {})
+        entry = _zoo_entry(source.get("zoo"))
+        if entry is not None:
+            minutes = zoo.TRAINING_MINUTES.get(entry.name)
+            rows[model] = {"architecture": entry.arch,
+                           "parameters": f"{sum(p.numel() for p in entry.build().parameters()):,}",
+                           "training": f"{entry.description} ({entry.recipe.epochs} epochs)",
+                           "CPU training": "-" if minutes is None else f"{minutes:g} min"}
+        else:
+            what = f"zoo entry {source['zoo']}, not in this robench's zoo" if source.get("zoo") else \
+                f"submitted: {source.get('model', 'unknown')}"
+            rows[model] = {"architecture": "-", "parameters": "-", "training": what, "CPU training": "-"}
+    return columns, rows
+
+
+def _zoo_entry(name: str | None) -> Any:
+    from robench import zoo
+    from robench.registry import MODELS
+
+    return zoo.get(name) if name and name in MODELS else None
+
+
 def provenance_rows(lb: Leaderboard) -> tuple[list[str], Rows]:
     columns = ["weights sha256", "source", "robench", "torch", "commit", "device", "computed", "wall s"]
     rows = {}
