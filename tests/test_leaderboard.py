@@ -406,6 +406,17 @@ def test_each_row_says_what_the_model_is(tmp_path):
     assert "## Models" in (folder / "README.md").read_text() and "<h2>Models</h2>" in (folder / "index.html").read_text()
 
 
+def test_threats_sharing_a_name_get_their_own_heading_and_figure(tmp_path):
+    folder = tmp_path / "twice"
+    folder.mkdir()
+    threats = [build_threat(t).canonical for t in ("clean", "pgd-linf:eps=0.05,steps=5", "pgd-linf:eps=0.1,steps=5")]
+    write_spec(folder, threats=threats, models=["ncm"])
+    leaderboard.update(folder, loader=Loader(), store=tmp_path / "store.sqlite")
+    readme = (folder / "README.md").read_text()
+    assert "## pgd-linf:eps=0.05\n" in readme and "## pgd-linf:eps=0.1\n" in readme
+    assert sorted(p.name for p in (folder / "figures").iterdir()) == ["pgd-linf_eps=0.05.svg", "pgd-linf_eps=0.1.svg"]
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 

@@ -105,8 +105,8 @@ def render_figures(lb: Leaderboard) -> dict[str, str]:
                 series[model] = [(float(p[0]), 100 * p[1]) for p in curve.points]  # in %, as the tables
                 shown = shown or curve
         if shown is not None:
-            name = threat_name(threat)
-            figures[f"{name.replace(':', '_')}.svg"] = svg_curves(
+            name = threat_name(threat, lb.spec.threats)
+            figures[f"{name.replace(':', '_').replace(',', '_')}.svg"] = svg_curves(
                 series, title=f"{shown.title} on {lb.spec.title} {lb.spec.split}, n = {lb.spec.n}", xlabel=shown.x,
                 ylabel=f"{shown.y} (%)")
     return figures
@@ -139,7 +139,7 @@ def render_readme(lb: Leaderboard, figures: dict[str, str]) -> str:
             if d.flags:
                 lines += ["Broken order:", ""] + [f"- {markdown_text(_period(f))}" for f in d.flags] + [""]
     for d in details(lb):
-        lines += [f"## {threat_name(d.threat)}", "", f"`{d.threat}`", ""]
+        lines += [f"## {threat_name(d.threat, lb.spec.threats)}", "", f"`{d.threat}`", ""]
         if d.description:
             lines += [_sentence(d.description), ""]
         lines += [render_grid(d.columns, d.rows, "markdown", note="").rstrip(), ""]
@@ -229,7 +229,7 @@ def render_html(lb: Leaderboard, figures: dict[str, str]) -> str:
                 body.append("<p>Broken order:</p><ul>" + "".join(f"<li>{e(_period(f))}</li>" for f in d.flags)
                             + "</ul>")
     for d in details(lb):
-        body.append(f"<h2>{e(threat_name(d.threat))}</h2><p><code>{e(d.threat)}</code></p>")
+        body.append(f"<h2>{e(threat_name(d.threat, lb.spec.threats))}</h2><p><code>{e(d.threat)}</code></p>")
         if d.description:
             body.append(f"<p>{e(_sentence(d.description))}</p>")
         body.append(_html_table(d.columns, d.rows))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from robench.attacks.norms import NORM_NAMES
 from robench.flags import COLUMN, Flag, cell, checked, flags_of
@@ -26,8 +26,13 @@ def model_flags(lb: Leaderboard, model: str) -> dict[str, list[Flag]]:
     return {r["threat"]: f for r, f in zip(records, flags_of(records))}
 
 
-def threat_name(threat: str) -> str:
-    return ThreatSpec.parse(threat).name
+def threat_name(threat: str, threats: Sequence[str] = ()) -> str:
+    """The threat's name, with the parameters that tell it apart where other `threats` share the name
+    ("autoattack:eps=2.0,norm=l2" beside "autoattack:eps=0.3,norm=linf")."""
+    spec = ThreatSpec.parse(threat)
+    others = [ThreatSpec.parse(t) for t in threats if t != threat and ThreatSpec.parse(t).name == spec.name]
+    differing = [k for k, v in spec.params.items() if any(o.params.get(k) != v for o in others)]
+    return spec.name + (":" + ",".join(f"{k}={spec.params[k]}" for k in differing) if differing else "")
 
 
 def report(record: dict[str, Any]) -> Report:
