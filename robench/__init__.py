@@ -32,7 +32,7 @@ _EXPORTS: dict[str, str] = {
     "in_precision": "robench.threats",
     "list_threats": "robench.api", "create_threat": "robench.api",
     "certify_threat": "robench.api", "certify": "robench.api", "Certification": "robench.api",
-    "export_corruptions": "robench.api", "preview_corruptions": "robench.api",
+    "export_corruptions": "robench.api", "corruption_layout": "robench.api", "preview_corruptions": "robench.api",
     # models, datasets and every plugin family
     "list_models": "robench.api", "create_model": "robench.api", "model_entry": "robench.api",
     "ModelEntry": "robench.zoo",

@@ -174,6 +174,13 @@ def export_corruptions(suite: str, dataset: str, split: str, out: str | os.PathL
     return export_suite(suite, dataset, split, out, data_root=data_root, seed=seed, progress=progress)
 
 
+def corruption_layout(suite: str) -> str:
+    """Where `export_corruptions` writes the files of `suite`, with OUT for the output folder."""
+    from robench.corruptions.export import layout
+
+    return layout(suite)
+
+
 def preview_corruptions(path: str | os.PathLike, suite: str, dataset: str = "mnist", split: str = "test", *,
                         n: int = 8, data_root: str | None = None, seed: int = 0) -> Path:
     """A PNG grid at `path`: the first `n` images of the split, clean and under each corruption of `suite`."""

@@ -26,9 +26,7 @@ def cmd_corrupt(args: argparse.Namespace) -> None:
     if args.out:
         out = robench.export_corruptions(args.suite, args.dataset, args.split, args.out, data_root=args.data_root,
                                          seed=args.seed, progress=progress(args))
-        from robench.corruptions.export import layout
-
-        print(f"wrote {layout(args.suite).replace('OUT', str(out))}")
+        print(f"wrote {robench.corruption_layout(args.suite).replace('OUT', str(out))}")
     if args.preview:
         split = "test" if args.split == "all" else args.split
         print(f"wrote {robench.preview_corruptions(args.preview, args.suite, args.dataset, split, data_root=args.data_root, seed=args.seed)}")
