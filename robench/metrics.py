@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from scipy import stats
@@ -109,16 +109,40 @@ def _brier_terms(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 def _ece_parts(probs: np.ndarray, labels: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
     """Per example: its confidence bin and hit - confidence."""
-    conf = probs.max(axis=1)
-    which = np.minimum((conf * bins).astype(int), bins - 1)
-    return which, (probs.argmax(axis=1) == labels) - conf
+    return _bins_and_gaps(probs.max(axis=1), probs.argmax(axis=1) == labels, bins)
+
+
+def _bins_and_gaps(confidence: np.ndarray, hit: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    return which, hit.astype(float) - confidence
 
 
 def ece(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
     """Expected calibration error with `bins` equal-width confidence bins (Guo et al. 2017):
     sum over bins of |sum of (hit - confidence) in the bin| / N."""
-    which, gap = _ece_parts(probs, labels, bins)
-    return float(np.abs(np.bincount(which, weights=gap, minlength=bins)).sum() / len(labels))
+    return ece_of(probs.max(axis=1), probs.argmax(axis=1) == labels, bins)
+
+
+def ece_of(confidence: np.ndarray, hit: np.ndarray, bins: int = 15) -> float:
+    """The ECE of per-example top-class confidences and hits (see `ece`)."""
+    which, gap = _bins_and_gaps(np.asarray(confidence, dtype=float), np.asarray(hit), bins)
+    return float(np.abs(np.bincount(which, weights=gap, minlength=bins)).sum() / len(gap))
+
+
+def _resampled_eces(which: np.ndarray, gap: np.ndarray, index: np.ndarray, bins: int) -> np.ndarray:
+    """The ECE of each resample: row r of `index` (B, N) picks the examples of resample r."""
+    b, n = index.shape
+    cells = (np.arange(b)[:, None] * bins + which[index]).ravel()
+    sums = np.bincount(cells, weights=gap[index].ravel(), minlength=b * bins).reshape(b, bins)
+    return np.abs(sums).sum(1) / n
+
+
+def _resamples(n: int, resamples: int, seed: int):
+    """Bootstrap index rows (examples drawn with replacement; seeded), a block at a time to bound memory."""
+    rng = np.random.default_rng(seed)
+    per_round = max(1, 2_000_000 // n)
+    for start in range(0, resamples, per_round):
+        yield rng.integers(0, n, (min(per_round, resamples - start), n))
 
 
 def ece_ci(probs: np.ndarray, labels: np.ndarray, bins: int = 15, resamples: int = 1000,
@@ -128,17 +152,46 @@ def ece_ci(probs: np.ndarray, labels: np.ndarray, bins: int = 15, resamples: int
     if n < 2:
         return [float("nan"), float("nan")]
     which, gap = _ece_parts(probs, labels, bins)
-    rng = np.random.default_rng(seed)
-    values = np.empty(resamples)
-    per_round = max(1, 2_000_000 // n)  # resamples at a time, to bound memory
-    for start in range(0, resamples, per_round):
-        b = min(per_round, resamples - start)
-        idx = rng.integers(0, n, (b, n))
-        cells = (np.arange(b)[:, None] * bins + which[idx]).ravel()
-        sums = np.bincount(cells, weights=gap[idx].ravel(), minlength=b * bins).reshape(b, bins)
-        values[start:start + b] = np.abs(sums).sum(1) / n
+    values = np.concatenate([_resampled_eces(which, gap, idx, bins) for idx in _resamples(n, resamples, seed)])
     a = (1 - level) / 2
     return [float(np.quantile(values, a)), float(np.quantile(values, 1 - a))]
+
+
+@dataclass(frozen=True)
+class PairedEce:
+    """Two mean ECEs over the same examples (each the mean over its conditions, e.g. the corruptions of a
+    suite), their percentile bootstrap 95% intervals, and the one-sided bootstrap p-values of a above b
+    and a below b ((1 + resamples against) / (1 + resamples))."""
+
+    a: float
+    b: float
+    interval_a: tuple[float, float]
+    interval_b: tuple[float, float]
+    p_above: float
+    p_below: float
+    resamples: int
+
+
+def paired_ece(a: Sequence[tuple[np.ndarray, np.ndarray]], b: Sequence[tuple[np.ndarray, np.ndarray]],
+               bins: int = 15, resamples: int = 2000, seed: int = 0) -> PairedEce:
+    """Compare the mean ECE of the conditions `a` with that of `b`, each condition (confidence, hit) per
+    example of the same N examples, by a paired bootstrap: every resample draws one set of examples and
+    computes both means on it."""
+    sides = [[_bins_and_gaps(np.asarray(c, dtype=float), np.asarray(h), bins) for c, h in side] for side in (a, b)]
+    n = len(sides[0][0][1])
+    if n < 2 or any(len(gap) != n for side in sides for _, gap in side):
+        raise RobenchError(f"a paired ECE test needs every condition on the same N >= 2 examples; got "
+                           f"{sorted({len(gap) for side in sides for _, gap in side})}")
+    full = [float(np.mean([ece_of(c, h, bins) for c, h in side])) for side in (a, b)]
+    draws = [[], []]
+    for idx in _resamples(n, resamples, seed):
+        for k, side in enumerate(sides):
+            draws[k].append(np.mean([_resampled_eces(w, g, idx, bins) for w, g in side], axis=0))
+    da, db = (np.concatenate(d) for d in draws)
+    diff = da - db
+    intervals = [(float(np.quantile(d, 0.025)), float(np.quantile(d, 0.975))) for d in (da, db)]
+    return PairedEce(full[0], full[1], intervals[0], intervals[1], float((1 + (diff <= 0).sum()) / (1 + resamples)),
+                     float((1 + (diff >= 0).sum()) / (1 + resamples)), resamples)
 
 
 def calibration(probs: np.ndarray, labels: np.ndarray) -> dict:

@@ -525,6 +525,94 @@ def test_the_sandwich_shows_verified_below_attacked_below_clean_and_flags_a_brok
     assert "\n- ncm: order: CROWN verified 0.1 (" in render_readme(lb, {})  # the model's name as written
 
 
+def _clean_probs(model_name: str) -> torch.Tensor:
+    """The softmax outputs of a test board's model on the board's 40 examples."""
+    from robench.data import load_dataset
+
+    test = load_dataset("mnist-5k", "test").select(n=40)
+    with torch.no_grad():
+        return MODELS[model_name]()(test.x).softmax(1)
+
+
+def test_entries_store_the_confidences_behind_each_ece_and_check_catches_a_changed_one(board):
+    from robench.leaderboard.entries import CONFIDENCES, confidences_of
+
+    lb = leaderboard.Leaderboard.load(board)
+    record = lb.records("ncm")[THREATS[0]]
+    assert record[CONFIDENCES]["calibration/clean"]["hits"] == "clean_accuracy"
+    confidence, hits = confidences_of(record, "calibration/clean")
+    probs = _clean_probs("ncm")
+    assert confidence == pytest.approx(probs.max(1).values.numpy(), abs=1 / 65535)
+    assert (hits == (probs.argmax(1) == _labels()).numpy()).all()
+    assert THREATS[1] not in [r for r, rec in lb.records("ncm").items() if CONFIDENCES in rec]  # PGD has none
+    path = board / "entries" / "ncm.json"
+    entry = json.loads(path.read_text())
+    import base64
+
+    import numpy as np
+
+    item = entry["records"][0][CONFIDENCES]["calibration/clean"]
+    raw = np.frombuffer(base64.b64decode(item["confidence"]), dtype="<u2").copy()
+    raw[:5] = 65535 - raw[:5]  # five examples' confidences changed: the ECE they give moves
+    item["confidence"] = base64.b64encode(raw.tobytes()).decode()
+    path.write_text(leaderboard.dump_entry(entry))
+    problems = leaderboard.Leaderboard.load(board).check()
+    assert any("ncm: clean calibration/clean: per_example_confidence give ECE" in p for p in problems), problems
+
+
+def _labels() -> torch.Tensor:
+    from robench.data import load_dataset
+
+    return load_dataset("mnist-5k", "test").select(n=40).y
+
+
+ECE_CLAIM = """
+[[claim]]
+paper = "Calibration 2026"
+claim = "a constant model is worse calibrated than nearest means"
+a = { model = "EVIL", threat = "clean", metric = "calibration/clean/ece" }
+b = { model = "ncm", threat = "clean", metric = "calibration/clean/ece" }
+relation = ">"
+"""
+
+
+def test_an_ece_claim_is_judged_by_a_paired_bootstrap_on_the_stored_confidences(board):
+    from robench.leaderboard import claims
+    from robench.metrics import ece, paired_ece
+
+    (board / "claims.toml").write_text(ECE_CLAIM.replace("EVIL", EVIL.replace('"', '\\"')))
+    lb = leaderboard.Leaderboard.load(board)
+    (verdict,) = claims.verdicts(lb)
+    y = _labels()
+    sides = []
+    for name in (EVIL, "ncm"):
+        probs = _clean_probs(name)
+        sides.append([(probs.max(1).values.numpy(), (probs.argmax(1) == y).numpy())])
+        assert lb.records(name)[THREATS[0]]["metrics"]["calibration"]["clean"]["ece"] == pytest.approx(
+            ece(probs.numpy(), y.numpy()), abs=1e-6)
+    want = paired_ece(*sides)
+    assert verdict.test == "paired bootstrap, 2000 resamples"
+    assert verdict.a.value == pytest.approx(want.a, abs=1e-4) and verdict.b.value == pytest.approx(want.b, abs=1e-4)
+    assert (verdict.p_above, verdict.p_below) == pytest.approx((want.p_above, want.p_below), abs=2 / 2001)
+    want_verdict = ("supported" if want.p_above < 0.05 else "contradicted" if want.p_below < 0.05
+                    else "inconclusive at this n")
+    assert verdict.verdict == want_verdict
+    row = claims.rows(lb)[1]["Calibration 2026: a constant model is worse calibrated than nearest means"]
+    assert row["a"].endswith(f"{verdict.a.value:.3f} [{verdict.a.interval[0]:.3f}, {verdict.a.interval[1]:.3f}]")
+    # an ECE against an accuracy is refused; a model whose Record lacks confidences is named by check
+    (board / "claims.toml").write_text(ECE_CLAIM.replace('metric = "calibration/clean/ece" }\nrelation',
+                                                         'metric = "clean_accuracy" }\nrelation'))
+    found = leaderboard.Leaderboard.load(board).problems()
+    assert any("must both be accuracies or both ECEs" in p for p in found), found
+    (board / "claims.toml").write_text(ECE_CLAIM.replace("EVIL", "ncm-boost"))
+    path = board / "entries" / "ncm-boost.json"
+    entry = json.loads(path.read_text())
+    del entry["records"][0]["per_example_confidence"]
+    path.write_text(leaderboard.dump_entry(entry))
+    found = leaderboard.Leaderboard.load(board).problems()
+    assert any("claim 1" in p and "stores no per-example confidences" in p for p in found), found
+
+
 CLAIMS = """
 [[claim]]
 paper = "Means 2026"

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from robench.metrics import accuracy, brier, calibration, clopper_pearson, ece, ece_ci, nll
+from robench.metrics import accuracy, brier, calibration, clopper_pearson, ece, ece_ci, nll, paired_ece
 
 
 def test_clopper_pearson_known_values():
@@ -77,3 +77,34 @@ def test_calibration_intervals_cover_the_population_value():
     assert ece_ci(probs, labels) == ece_ci(probs, labels)
     narrow, wide = ece_ci(probs, labels), ece_ci(probs[:100], labels[:100])
     assert narrow[1] - narrow[0] < wide[1] - wide[0]
+
+
+def _condition(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return probs.max(1), probs.argmax(1) == labels
+
+
+def test_paired_ece_gives_the_ece_its_interval_and_the_mean_over_conditions():
+    rng = np.random.default_rng(3)
+    (pa, la), (pb, lb), (pc, lc) = _draw(rng, 300, 2.0), _draw(rng, 300), _draw(rng, 300, 3.0)
+    single = paired_ece([_condition(pa, la)], [_condition(pb, lb)], resamples=1000)
+    assert single.a == pytest.approx(ece(pa, la)) and single.b == pytest.approx(ece(pb, lb))
+    assert list(single.interval_a) == ece_ci(pa, la)  # the same seeded resamples as ece_ci
+    mean = paired_ece([_condition(pa, la), _condition(pc, lc)], [_condition(pb, lb)])
+    assert mean.a == pytest.approx((ece(pa, la) + ece(pc, lc)) / 2)
+    same = paired_ece([_condition(pa, la)], [_condition(pa, la)])
+    assert same.p_above == same.p_below == 1.0  # every resample gives a difference of 0
+    with pytest.raises(Exception, match="same N"):
+        paired_ece([_condition(pa, la)], [_condition(pb[:200], lb[:200])])
+
+
+def test_paired_ece_rejects_at_about_its_level_under_the_null_and_finds_an_overconfident_model():
+    """Two equally overconfident conditions: the one-sided test says "a above b" in about 5% of 200
+    repetitions; an overconfident against a calibrated one: nearly always."""
+    rng = np.random.default_rng(4)
+    null = power = 0
+    for _ in range(200):
+        a, b, calibrated = _draw(rng, 300, 3.0), _draw(rng, 300, 3.0), _draw(rng, 300)
+        null += paired_ece([_condition(*a)], [_condition(*b)], resamples=500).p_above < 0.05
+        power += paired_ece([_condition(*a)], [_condition(*calibrated)], resamples=500).p_above < 0.05
+    assert null / 200 <= 0.1, null
+    assert power / 200 >= 0.9, power

@@ -15,8 +15,11 @@ McNemar's on the shared examples where both Records hold per-example outcomes, e
 counts. A claim is supported when the test finds the stated order, contradicted when it finds the
 opposite one, and inconclusive at this n otherwise; a "~" claim is supported when the difference is
 within the margin and neither order is found, contradicted when an order is found and the difference is
-beyond the margin. A cell's metric is an accuracy of the Record ("robust_accuracy/0.3", "accuracy"):
-`leaderboard check` names a claim whose model, threat or metric the entries lack.
+beyond the margin. A cell's metric is an accuracy of the Record ("robust_accuracy/0.3", "accuracy") or an expected
+calibration error: "calibration/fog/ece" (one condition of a corruption Record), "calibration/mean/ece"
+(the mean over its corruptions). Two ECEs are compared by a paired bootstrap over the shared examples
+(`robench.metrics.paired_ece`, from the per-example confidences and hits the entries store), with the
+same verdict rules. `leaderboard check` names a claim whose model, threat or metric the entries lack.
 """
 from __future__ import annotations
 
@@ -55,10 +58,18 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class Estimate:
+    """A cell's number that is not an accuracy (an ECE) and its 95% interval."""
+
+    value: float
+    interval: tuple[float, float]
+
+
+@dataclass(frozen=True)
 class Verdict:
     claim: Claim
-    a: Accuracy
-    b: Accuracy
+    a: Accuracy | Estimate
+    b: Accuracy | Estimate
     #: the one-sided p-values: a above b, a below b
     p_above: float
     p_below: float
@@ -88,6 +99,9 @@ def load(folder: Path) -> list[Claim]:
             if not isinstance(cell, dict) or set(cell) != {"model", "threat", "metric"}:
                 raise RobenchError(f"{where}: {side} must be a table with model, threat and metric.")
             cells.append(Cell(str(cell["model"]), str(cell["threat"]), str(cell["metric"])))
+        if is_ece(cells[0].metric) != is_ece(cells[1].metric):
+            raise RobenchError(f"{where}: a and b must both be accuracies or both ECEs; got {cells[0].metric!r} "
+                               f"and {cells[1].metric!r}.")
         out.append(Claim(str(item["paper"]), str(item["claim"]), *cells, item["relation"],
                          float(item.get("margin", 0.0))))
     return out
@@ -107,14 +121,40 @@ def _matches(want: ThreatSpec, spec: ThreatSpec) -> bool:
     return want.name == spec.name and all(k in spec.params and spec.params[k] == v for k, v in want.params.items())
 
 
-def cell_value(lb: Any, cell: Cell) -> tuple[Accuracy, str | None]:
-    """The accuracy a cell names and its packed per-example outcomes (None where not stored)."""
-    from robench.leaderboard.entries import OUTCOMES, _stored_accuracies
-
+def _record(lb: Any, cell: Cell) -> dict[str, Any]:
     threat = resolve_threat(cell.threat, lb.spec.threats)
     record = lb.records(cell.model).get(threat)
     if record is None:
         raise RobenchError(f"claim cell {cell.title()}: no Record of {cell.model} under {threat}")
+    return record
+
+
+def is_ece(metric: str) -> bool:
+    return metric.startswith("calibration/") and metric.endswith("/ece") and metric.count("/") == 2
+
+
+def ece_conditions(lb: Any, cell: Cell) -> list[tuple[Any, Any]]:
+    """The (confidence, hit) per example of each condition an ECE cell averages over."""
+    from robench.leaderboard.entries import CONFIDENCES, confidences_of
+
+    record = _record(lb, cell)
+    condition = cell.metric.split("/")[1]
+    stored = record.get(CONFIDENCES, {})
+    paths = ([p for p in stored if p != "calibration/clean"] if condition == "mean" else [f"calibration/{condition}"])
+    if not paths or any(p not in stored for p in paths):
+        raise RobenchError(f"claim cell {cell.title()}: the Record stores no per-example confidences for "
+                           f"{cell.metric} (run `robench leaderboard update {lb.spec.name} --model {cell.model}`)")
+    try:
+        return [confidences_of(record, p) for p in paths]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise RobenchError(f"claim cell {cell.title()}: unreadable per-example confidences ({exc})") from None
+
+
+def cell_value(lb: Any, cell: Cell) -> tuple[Accuracy, str | None]:
+    """The accuracy a cell names and its packed per-example outcomes (None where not stored)."""
+    from robench.leaderboard.entries import OUTCOMES, _stored_accuracies
+
+    record = _record(lb, cell)
     stored = _stored_accuracies(record.get("metrics", {}))
     if cell.metric not in stored:
         raise RobenchError(f"claim cell {cell.title()}: no accuracy {cell.metric!r}; the Record has "
@@ -128,6 +168,8 @@ def judge(lb: Any, claim: Claim) -> Verdict:
 
     from robench.leaderboard.entries import _unpack
 
+    if is_ece(claim.a.metric):
+        return _judge_ece(lb, claim)
     (a, mask_a), (b, mask_b) = cell_value(lb, claim.a), cell_value(lb, claim.b)
     if mask_a is not None and mask_b is not None and a.n == b.n:
         ma, mb = _unpack(mask_a, a.n), _unpack(mask_b, b.n)
@@ -141,7 +183,22 @@ def judge(lb: Any, claim: Claim) -> Verdict:
         p_above = float(fisher_exact(table, alternative="greater")[1])
         p_below = float(fisher_exact(table, alternative="less")[1])
         test = "Fisher exact (unpaired)"
-    diff = a.value - b.value
+    return Verdict(claim, a, b, float(p_above), float(p_below), test, _verdict(claim, a.value - b.value, p_above, p_below))
+
+
+def _judge_ece(lb: Any, claim: Claim) -> Verdict:
+    from robench.metrics import paired_ece
+
+    a, b = ece_conditions(lb, claim.a), ece_conditions(lb, claim.b)
+    if len({len(hit) for _, hit in a + b}) != 1:
+        raise RobenchError(f"claim {claim.claim!r}: its ECE cells are not on the same examples")
+    test = paired_ece(a, b)
+    return Verdict(claim, Estimate(test.a, test.interval_a), Estimate(test.b, test.interval_b), test.p_above,
+                   test.p_below, f"paired bootstrap, {test.resamples} resamples",
+                   _verdict(claim, test.a - test.b, test.p_above, test.p_below))
+
+
+def _verdict(claim: Claim, diff: float, p_above: float, p_below: float) -> str:
     if claim.relation == "~":
         if abs(diff) > claim.margin and min(p_above, p_below) < ALPHA:
             verdict = "contradicted"
@@ -152,7 +209,7 @@ def judge(lb: Any, claim: Claim) -> Verdict:
     else:
         stated, opposite = (p_above, p_below) if claim.relation == ">" else (p_below, p_above)
         verdict = "supported" if stated < ALPHA else "contradicted" if opposite < ALPHA else "inconclusive at this n"
-    return Verdict(claim, a, b, float(p_above), float(p_below), test, verdict)
+    return verdict
 
 
 def verdicts(lb: Any) -> list[Verdict]:
@@ -169,7 +226,7 @@ def problems(lb: Any) -> list[str]:
     for i, claim in enumerate(claims, 1):
         for cell in (claim.a, claim.b):
             try:
-                cell_value(lb, cell)
+                ece_conditions(lb, cell) if is_ece(cell.metric) else cell_value(lb, cell)
             except RobenchError as exc:
                 out.append(f"{FILE} claim {i}: {exc}")
     return out
@@ -188,15 +245,18 @@ def rows(lb: Any) -> tuple[list[str], dict[str, dict[str, Any]]]:
             table[key] = {"a": claim.a.title(), "b": claim.b.title(), "relation": relation, "p (a above b)": "-",
                           "p (a below b)": "-", "test": "-", "verdict": f"not evaluated yet ({exc})"}
             continue
-        table[key] = {"a": f"{claim.a.title()}: {_percent(v.a)}", "b": f"{claim.b.title()}: {_percent(v.b)}",
+        table[key] = {"a": f"{claim.a.title()}: {_number(v.a)}", "b": f"{claim.b.title()}: {_number(v.b)}",
                       "relation": relation, "p (a above b)": _p(v.p_above), "p (a below b)": _p(v.p_below),
                       "test": v.test, "verdict": v.verdict}
     return columns, table
 
 
-def _percent(acc: Accuracy) -> str:
-    lo, hi = acc.interval
-    return f"{100 * acc.value:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+def _number(value: Accuracy | Estimate) -> str:
+    """An accuracy in percent, an ECE as a fraction, each with its interval."""
+    lo, hi = value.interval
+    if isinstance(value, Estimate):
+        return f"{value.value:.3f} [{lo:.3f}, {hi:.3f}]"
+    return f"{100 * value.value:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
 def _p(value: float) -> str:

@@ -1,6 +1,7 @@
 """Leaderboard entries: the entry file format, when a stored Record counts for a spec (staleness), the
-consistency checks of an entry's accuracies, the per-example outcomes of deterministic threats, and
-`Leaderboard` (a folder's spec and entries, its problems, and check/render of its files)."""
+consistency checks of an entry's accuracies, the per-example outcomes of deterministic threats (and the
+confidences behind their calibration metrics), and `Leaderboard` (a folder's spec and entries, its
+problems, and check/render of its files)."""
 from __future__ import annotations
 
 import base64
@@ -12,7 +13,7 @@ from typing import Any, Sequence
 
 from robench.errors import RobenchError
 from robench.leaderboard.spec import Spec, locate
-from robench.metrics import accuracies
+from robench.metrics import accuracies, ece_of
 
 #: the entry file format; bump when its layout changes
 ENTRY_FORMAT = 1
@@ -21,6 +22,14 @@ FIGURES = "figures"
 #: a Record's optional per-example outcomes: metric path -> the correct mask (example i of the slice at bit i,
 #: numpy.packbits little bit order), base64; written for the accuracies of deterministic threats
 OUTCOMES = "per_example_correct"
+#: a Record's optional per-example top-class confidences, beside the outcomes: calibration metric path
+#: ("calibration/fog") -> {"hits": the accuracy path whose outcomes are the hits, "confidence": base64 of
+#: little-endian uint16 round(confidence * 65535)}; written where the hits' outcomes are, so that claims on
+#: calibration are tested example by example (robench.leaderboard.claims)
+CONFIDENCES = "per_example_confidence"
+_CONFIDENCE_SCALE = 65535
+#: how far the ECE recomputed from the stored (rounded) confidences may be from the Record's
+ECE_TOLERANCE = 1e-4
 _SAFE_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,98}[A-Za-z0-9_-])?")
 
 
@@ -97,8 +106,9 @@ def _unpack(text: str, n: int) -> Any:
 
 def accuracy_problems(spec: Spec, model: str, record: dict[str, Any]) -> list[str]:
     """Where a Record contradicts itself: an accuracy whose value is not correct/n, whose interval is not the
-    Clopper-Pearson one of its counts, whose n is not the protocol's (for a record under the protocol), or
-    whose per-example outcomes do not add up to its count."""
+    Clopper-Pearson one of its counts, whose n is not the protocol's (for a record under the protocol),
+    whose per-example outcomes do not add up to its count, or whose per-example confidences do not give
+    its ECE."""
     from robench.metrics import clopper_pearson
 
     where = f"{model}: {str(record.get('threat')).split(':')[0]}"
@@ -127,7 +137,44 @@ def accuracy_problems(spec: Spec, model: str, record: dict[str, Any]) -> list[st
             continue
         if count is None or count != acc.get("correct"):
             out.append(f"{where} {path}: {OUTCOMES} counts {count} correct, the accuracy {acc and acc.get('correct')}")
+    for path, stored_ece in _stored_eces(record).items():
+        try:
+            confidence, hits = confidences_of(record, path)
+        except (RobenchError, ValueError, TypeError, KeyError) as exc:
+            out.append(f"{where} {path}: {CONFIDENCES} unreadable ({exc})")
+            continue
+        if stored_ece is None or abs(ece_of(confidence, hits) - stored_ece) > ECE_TOLERANCE:
+            out.append(f"{where} {path}: {CONFIDENCES} give ECE {ece_of(confidence, hits):.6f}, the Record "
+                       f"{stored_ece if stored_ece is None else round(stored_ece, 6)}")
     return out
+
+
+def _stored_eces(record: dict[str, Any]) -> dict[str, float | None]:
+    """Calibration path -> the Record's ECE there, for each path with stored confidences."""
+    out = {}
+    for path in record.get(CONFIDENCES, {}):
+        node: Any = record.get("metrics", {})
+        for key in path.split("/"):
+            node = node.get(key) if isinstance(node, dict) else None
+        out[path] = node.get("ece") if isinstance(node, dict) else None
+    return out
+
+
+def confidences_of(record: dict[str, Any], path: str) -> tuple[Any, Any]:
+    """The stored per-example confidences of calibration metric `path` and their hits (correct mask)."""
+    import numpy as np
+
+    item = record.get(CONFIDENCES, {}).get(path)
+    if item is None:
+        raise RobenchError(f"no per-example confidences for {path}")
+    hits_path = item["hits"]
+    acc = _stored_accuracies(record.get("metrics", {})).get(hits_path)
+    if acc is None or hits_path not in record.get(OUTCOMES, {}):
+        raise RobenchError(f"the hits {hits_path!r} of {path} have no per-example outcomes")
+    raw = np.frombuffer(base64.b64decode(item["confidence"], validate=True), dtype="<u2")
+    if len(raw) != acc["n"]:
+        raise ValueError(f"{len(raw)} confidences for {acc['n']} examples")
+    return raw / _CONFIDENCE_SCALE, _unpack(record[OUTCOMES][hits_path], acc["n"])[:acc["n"]]
 
 
 def outcome_masks(threat: Any, outputs: dict[str, Any]) -> dict[str, Any]:
@@ -161,6 +208,11 @@ def with_outcomes(record: Any, threat: Any) -> dict[str, Any]:
               if path in stored and int(mask.sum()) == stored[path].correct}
     if packed:
         data[OUTCOMES] = packed
+    confidences = {path: {"hits": hits, "confidence": base64.b64encode(
+                       np.round(np.asarray(conf, dtype=np.float64) * _CONFIDENCE_SCALE).astype("<u2").tobytes()).decode()}
+                   for path, (conf, hits) in threat.confidences(record.outputs or {}).items() if hits in packed}
+    if confidences:
+        data[CONFIDENCES] = confidences
     return data
 
 
