@@ -114,10 +114,10 @@ class CorruptionThreat(Threat):
             metrics["relative_drop"] = (acc["clean"]["value"] - mean) / acc["clean"]["value"] if acc["clean"]["value"] else None
         return metrics
 
-    def confidences(self, outputs: Outputs) -> dict[str, tuple[np.ndarray, str]]:
-        return {f"calibration/{name}": (outputs[f"probs@{name}"].max(1),
+    def confidences(self, outputs: Outputs) -> dict[str, tuple[np.ndarray, np.ndarray, str]]:
+        return {f"calibration/{name}": (probs.max(1), probs.argmax(1) == outputs["label"],
                                         "clean_accuracy" if name == "clean" else f"accuracy/{name}")
-                for name in ["clean", *self.corruptions] if f"probs@{name}" in outputs}
+                for name in ["clean", *self.corruptions] if (probs := outputs.get(f"probs@{name}")) is not None}
 
     def report(self, metrics: dict[str, Any]) -> Report:
         """Headline: the mean accuracy over the corruptions (none for clean data alone); details: clean and

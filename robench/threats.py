@@ -165,11 +165,11 @@ class Threat(ABC):
         Records carry); the default is the union itself. A chain of stages derives its totals here."""
         return outputs
 
-    def confidences(self, outputs: Outputs) -> dict[str, tuple[np.ndarray, str]]:
-        """Per-example top-class confidences in `outputs`, for the calibration metrics the threat reports:
-        metric path ("calibration/fog") -> (confidence per example, the path of the accuracy whose
-        per-example outcomes are the hits). Leaderboard entries store them beside the outcomes, so that
-        claims on calibration can be tested example by example; the default has none."""
+    def confidences(self, outputs: Outputs) -> dict[str, tuple[np.ndarray, np.ndarray, str]]:
+        """The per-example numbers behind the calibration metrics the threat reports: metric path
+        ("calibration/fog") -> (top-class confidence per example, hit per example, the path of the
+        accuracy the hits count). Leaderboard entries store them, so that claims on calibration are
+        tested example by example; the default has none."""
         return {}
 
     @property

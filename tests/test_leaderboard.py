@@ -539,12 +539,12 @@ def test_entries_store_the_confidences_behind_each_ece_and_check_catches_a_chang
 
     lb = leaderboard.Leaderboard.load(board)
     record = lb.records("ncm")[THREATS[0]]
-    assert record[CONFIDENCES]["calibration/clean"]["hits"] == "clean_accuracy"
+    assert record[CONFIDENCES]["calibration/clean"]["accuracy"] == "clean_accuracy"
     confidence, hits = confidences_of(record, "calibration/clean")
     probs = _clean_probs("ncm")
     assert confidence == pytest.approx(probs.max(1).values.numpy(), abs=1 / 65535)
     assert (hits == (probs.argmax(1) == _labels()).numpy()).all()
-    assert THREATS[1] not in [r for r, rec in lb.records("ncm").items() if CONFIDENCES in rec]  # PGD has none
+    assert CONFIDENCES not in lb.records("ncm")[THREATS[1]]  # PGD reports no calibration
     path = board / "entries" / "ncm.json"
     entry = json.loads(path.read_text())
     import base64
@@ -558,6 +558,29 @@ def test_entries_store_the_confidences_behind_each_ece_and_check_catches_a_chang
     path.write_text(leaderboard.dump_entry(entry))
     problems = leaderboard.Leaderboard.load(board).check()
     assert any("ncm: clean calibration/clean: per_example_confidence give ECE" in p for p in problems), problems
+    item["hits"] = item["hits"][::-1]  # hits that no longer add up to the accuracy's count
+    path.write_text(leaderboard.dump_entry(entry))
+    problems = leaderboard.Leaderboard.load(board).check()
+    assert any("ncm: clean calibration/clean: per_example_confidence:" in p for p in problems), problems
+
+
+def test_a_random_corruption_gives_the_confidences_and_hits_of_its_own_evaluation():
+    """Claims on calibration need no determinism: the stored hits are the outcomes the Record counts."""
+    from robench.data import load_dataset
+    from robench.metrics import ece_of
+
+    test = load_dataset("mnist-5k", "test").select(n=40)
+    threat = build_threat("gaussian:sigma=0.5")
+    assert not threat.deterministic
+    outputs = threat.evaluate_shard(nearest_mean_model(), test.x, test.y, torch.Generator().manual_seed(0))
+    metrics = threat.summarize(outputs)
+    found = threat.confidences(outputs)
+    assert set(found) == {f"calibration/{name}" for name in metrics["calibration"]}
+    for path, (confidence, hits, accuracy) in found.items():
+        name = path.split("/")[1]
+        assert ece_of(confidence, hits) == pytest.approx(metrics["calibration"][name]["ece"])
+        counted = metrics["clean_accuracy"] if accuracy == "clean_accuracy" else metrics["accuracy"][name]
+        assert int(hits.sum()) == counted["correct"]
 
 
 def _labels() -> torch.Tensor:

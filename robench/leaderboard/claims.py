@@ -139,15 +139,19 @@ def ece_conditions(lb: Any, cell: Cell) -> list[tuple[Any, Any]]:
 
     record = _record(lb, cell)
     condition = cell.metric.split("/")[1]
+    calibrated = record.get("metrics", {}).get("calibration", {})
+    names = [n for n in calibrated if n != "clean"] if condition == "mean" else [condition]
+    if not names or any(n not in calibrated for n in names):
+        raise RobenchError(f"claim cell {cell.title()}: the Record has no calibration "
+                           f"{'under a corruption' if condition == 'mean' else repr(condition)}")
     stored = record.get(CONFIDENCES, {})
-    paths = ([p for p in stored if p != "calibration/clean"] if condition == "mean" else [f"calibration/{condition}"])
-    if not paths or any(p not in stored for p in paths):
+    if any(f"calibration/{n}" not in stored for n in names):
         raise RobenchError(f"claim cell {cell.title()}: the Record stores no per-example confidences for "
                            f"{cell.metric} (run `robench leaderboard update {lb.spec.name} --model {cell.model}`)")
     try:
-        return [confidences_of(record, p) for p in paths]
-    except (ValueError, TypeError, KeyError) as exc:
-        raise RobenchError(f"claim cell {cell.title()}: unreadable per-example confidences ({exc})") from None
+        return [confidences_of(record, f"calibration/{n}") for n in names]
+    except RobenchError as exc:
+        raise RobenchError(f"claim cell {cell.title()}: {exc}") from None
 
 
 def cell_value(lb: Any, cell: Cell) -> tuple[Accuracy, str | None]:

@@ -22,10 +22,11 @@ FIGURES = "figures"
 #: a Record's optional per-example outcomes: metric path -> the correct mask (example i of the slice at bit i,
 #: numpy.packbits little bit order), base64; written for the accuracies of deterministic threats
 OUTCOMES = "per_example_correct"
-#: a Record's optional per-example top-class confidences, beside the outcomes: calibration metric path
-#: ("calibration/fog") -> {"hits": the accuracy path whose outcomes are the hits, "confidence": base64 of
-#: little-endian uint16 round(confidence * 65535)}; written where the hits' outcomes are, so that claims on
-#: calibration are tested example by example (robench.leaderboard.claims)
+#: a Record's optional per-example top-class confidences and hits behind each of its ECEs: calibration
+#: metric path ("calibration/fog") -> {"accuracy": the accuracy path of the hits, "hits": the correct mask
+#: (packed as the outcomes), "confidence": base64 of little-endian uint16 round(confidence * 65535)};
+#: written for every corruption, random ones too (the outcomes of the evaluation itself, which claims on
+#: calibration compare example by example: robench.leaderboard.claims)
 CONFIDENCES = "per_example_confidence"
 _CONFIDENCE_SCALE = 65535
 #: how far the ECE recomputed from the stored (rounded) confidences may be from the Record's
@@ -95,6 +96,12 @@ def _stored_accuracies(metrics: Any, prefix: str = "") -> dict[str, dict[str, An
     return out
 
 
+def _pack(mask: Any) -> str:
+    import numpy as np
+
+    return base64.b64encode(np.packbits(mask, bitorder="little").tobytes()).decode()
+
+
 def _unpack(text: str, n: int) -> Any:
     import numpy as np
 
@@ -140,8 +147,8 @@ def accuracy_problems(spec: Spec, model: str, record: dict[str, Any]) -> list[st
     for path, stored_ece in _stored_eces(record).items():
         try:
             confidence, hits = confidences_of(record, path)
-        except (RobenchError, ValueError, TypeError, KeyError) as exc:
-            out.append(f"{where} {path}: {CONFIDENCES} unreadable ({exc})")
+        except RobenchError as exc:
+            out.append(f"{where} {path}: {CONFIDENCES}: {exc}")
             continue
         if stored_ece is None or abs(ece_of(confidence, hits) - stored_ece) > ECE_TOLERANCE:
             out.append(f"{where} {path}: {CONFIDENCES} give ECE {ece_of(confidence, hits):.6f}, the Record "
@@ -161,20 +168,25 @@ def _stored_eces(record: dict[str, Any]) -> dict[str, float | None]:
 
 
 def confidences_of(record: dict[str, Any], path: str) -> tuple[Any, Any]:
-    """The stored per-example confidences of calibration metric `path` and their hits (correct mask)."""
+    """The stored per-example confidences of calibration metric `path` and their hits (correct mask);
+    a RobenchError says what is missing or does not add up."""
     import numpy as np
 
     item = record.get(CONFIDENCES, {}).get(path)
-    if item is None:
-        raise RobenchError(f"no per-example confidences for {path}")
-    hits_path = item["hits"]
-    acc = _stored_accuracies(record.get("metrics", {})).get(hits_path)
-    if acc is None or hits_path not in record.get(OUTCOMES, {}):
-        raise RobenchError(f"the hits {hits_path!r} of {path} have no per-example outcomes")
-    raw = np.frombuffer(base64.b64decode(item["confidence"], validate=True), dtype="<u2")
-    if len(raw) != acc["n"]:
-        raise ValueError(f"{len(raw)} confidences for {acc['n']} examples")
-    return raw / _CONFIDENCE_SCALE, _unpack(record[OUTCOMES][hits_path], acc["n"])[:acc["n"]]
+    if not isinstance(item, dict) or not {"accuracy", "hits", "confidence"} <= set(item):
+        raise RobenchError(f"no per-example confidences and hits for {path}")
+    acc = _stored_accuracies(record.get("metrics", {})).get(item["accuracy"])
+    if acc is None:
+        raise RobenchError(f"the accuracy {item['accuracy']!r} of {path}'s hits is not in the Record")
+    try:
+        raw = np.frombuffer(base64.b64decode(item["confidence"], validate=True), dtype="<u2")
+        hits = _unpack(item["hits"], acc["n"])[:acc["n"]]
+    except (ValueError, TypeError) as exc:
+        raise RobenchError(f"{path}: unreadable confidences or hits ({exc})") from None
+    if len(raw) != acc["n"] or int(hits.sum()) != acc["correct"]:
+        raise RobenchError(f"{path}: {len(raw)} confidences and {int(hits.sum())} hits; the accuracy "
+                           f"{item['accuracy']} has {acc['correct']} correct of {acc['n']}")
+    return raw / _CONFIDENCE_SCALE, hits
 
 
 def outcome_masks(threat: Any, outputs: dict[str, Any]) -> dict[str, Any]:
@@ -198,19 +210,20 @@ def outcome_masks(threat: Any, outputs: dict[str, Any]) -> dict[str, Any]:
 
 def with_outcomes(record: Any, threat: Any) -> dict[str, Any]:
     """A fresh Record (evaluated with outputs) as a dict, with the per-example outcomes of its deterministic
-    accuracies packed in (those whose mask adds up to the accuracy's count)."""
+    accuracies packed in (those whose mask adds up to the accuracy's count), and the confidences and hits
+    behind its ECEs."""
     import numpy as np
 
     data = record.to_dict()
     stored = accuracies(data["metrics"])
-    packed = {path: base64.b64encode(np.packbits(mask, bitorder="little").tobytes()).decode()
-              for path, mask in outcome_masks(threat, record.outputs or {}).items()
+    packed = {path: _pack(mask) for path, mask in outcome_masks(threat, record.outputs or {}).items()
               if path in stored and int(mask.sum()) == stored[path].correct}
     if packed:
         data[OUTCOMES] = packed
-    confidences = {path: {"hits": hits, "confidence": base64.b64encode(
-                       np.round(np.asarray(conf, dtype=np.float64) * _CONFIDENCE_SCALE).astype("<u2").tobytes()).decode()}
-                   for path, (conf, hits) in threat.confidences(record.outputs or {}).items() if hits in packed}
+    confidences = {path: {"accuracy": accuracy, "hits": _pack(np.asarray(hit, dtype=bool)), "confidence":
+                          base64.b64encode(np.round(np.asarray(conf, dtype=np.float64) * _CONFIDENCE_SCALE)
+                                           .astype("<u2").tobytes()).decode()}
+                   for path, (conf, hit, accuracy) in threat.confidences(record.outputs or {}).items()}
     if confidences:
         data[CONFIDENCES] = confidences
     return data
