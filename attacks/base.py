@@ -46,6 +46,10 @@ class Attack(ABC):
     #: "iterative" for a multi-step white-box attack expected to come close to the ensemble (PGD), None
     #: otherwise; the flags compare such an attack with the ensemble (robench.attacks.checks.compare)
     role: ClassVar[str | None] = None
+    #: True for an attack that looks for the smallest perturbation (FAB): its mean norm says how far the
+    #: boundary is. A fixed-budget attack's Linf perturbations end on the ball (a sign step or the
+    #: projection puts some pixel at +-eps), so their mean Linf norm is eps and is not reported
+    minimum_norm: ClassVar[bool] = False
     #: hyperparameters that make the attack stronger when raised (steps, restarts): a stronger
     #: configuration whose robust accuracy is higher is flagged
     strength_parameters: ClassVar[tuple[str, ...]] = ()
@@ -207,14 +211,17 @@ class AttackThreat(Threat):
         return flags(outputs, self.attack.norm, self.epsilons) if "check_randomized" in outputs else []
 
     def report(self, metrics: dict[str, Any], label: str | None = None) -> Report:
-        """Headline: robust accuracy per eps; details: clean, robust and the mean perturbation norm of
-        successes per eps; one robustness curve (clean accuracy at eps 0)."""
+        """Headline: robust accuracy per eps; details: clean, robust and, where it carries information (L2,
+        or a minimum-norm attack: see `Attack.minimum_norm`), the mean perturbation norm of successes per
+        eps; one robustness curve (clean accuracy at eps 0)."""
         label = label or self.attack.label or self.spec.name
         clean = Accuracy.from_json(metrics["clean_accuracy"])
         robust = {float(e): Accuracy.from_json(a) for e, a in metrics["robust_accuracy"].items()}
         columns = [Column("clean", clean, baseline=True)]
         columns += [Column(f"eps {number(e)}", a, head=number(e)) for e, a in robust.items()]
-        columns += [Column(f"mean norm @{number(e)}", v) for e, v in metrics.get("mean_perturbation_norm", {}).items()]
+        if self.attack.norm != "linf" or getattr(self.attack, "minimum_norm", False):
+            columns += [Column(f"mean norm @{number(e)}", v)
+                        for e, v in metrics.get("mean_perturbation_norm", {}).items()]
         points = [(0.0, clean.value, *clean.interval)] + [(e, a.value, *a.interval) for e, a in robust.items()]
         norm = NORM_NAMES[self.attack.norm]
         rung = "ensemble" if self.attack.role == "ensemble" else "attacked"

@@ -78,6 +78,7 @@ class FABT(Attack):
     `memory_format` picks the layout as in PGD."""
 
     memory_format: str = "auto"
+    minimum_norm = True
 
     def __init__(self, *, targets: int = 9, steps: int = 100, restarts: int = 1, alpha_max: float = 0.1,
                  eta: float = 1.05, beta: float = 0.9, early_stop: bool = True, precision: str = "fp32"):

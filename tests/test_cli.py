@@ -78,7 +78,10 @@ def test_run_details_and_latex(capsys, tmp_path, embedded_model):
     code, out, _ = run(capsys, *argv)
     assert code == 0 and "mean norm" not in out
     code, out, _ = run(capsys, *argv, "--details")
-    assert code == 0 and "pgd-linf mean norm @0.1" in out
+    assert code == 0 and "pgd-linf 0.1" in out and "mean norm" not in out  # a Linf PGD norm is eps
+    l2 = [a.replace("pgd-linf:eps=0.1", "pgd-l2:eps=1.0") for a in argv]
+    code, out, _ = run(capsys, *l2, "--details")
+    assert code == 0 and "pgd-l2 mean norm @1" in out
     code, out, _ = run(capsys, *argv, "--format", "latex")
     assert code == 0 and out.startswith("% needs \\usepackage{booktabs}\n\\begin{tabular}")
 

@@ -128,6 +128,29 @@ def test_check_fails_on_a_spec_mismatch(board):
     assert main(["leaderboard", "check", str(board)]) != 0
 
 
+def test_the_headline_shows_the_spec_columns_and_the_details_keep_the_rest(board):
+    from robench.leaderboard import views
+
+    lb = leaderboard.Leaderboard.load(board)
+    every = views.table(lb)[0]
+    assert every[:3] == ["clean", "PGD Linf 0.1", "PGD Linf 0.2"], every
+    write_spec(board, headline=["clean", "PGD Linf 0.2"], sort="PGD Linf 0.2")
+    lb = leaderboard.Leaderboard.load(board)
+    assert views.table(lb)[0] == ["clean", "PGD Linf 0.2", views.COLUMN]
+    lb.render_to_disk()
+    assert leaderboard.Leaderboard.load(board).check() == []
+    readme = (board / "README.md").read_text()
+    head = next(line for line in readme.splitlines() if line.startswith("| model |"))
+    assert "PGD Linf 0.2" in head and "PGD Linf 0.1" not in head
+    assert "| model | clean | eps 0.1 | eps 0.2 | flags |" in readme  # the detail table keeps eps 0.1
+    write_spec(board, headline=["clean", "PGD Linf 0.5"], sort="clean")
+    problems = leaderboard.Leaderboard.load(board).problems()
+    assert any("headline column 'PGD Linf 0.5' is not a column of the entries" in p for p in problems), problems
+    write_spec(board, headline=["clean"], sort="PGD Linf 0.2")
+    assert any("sort column 'PGD Linf 0.2' is not one of the headline" in p
+               for p in leaderboard.Leaderboard.load(board).problems())
+
+
 def test_check_fails_on_a_non_canonical_spec_threat(board):
     write_spec(board, threats=["clean", "pgd-linf:eps=0.1|0.2,steps=2"])
     assert any("not canonical" in p for p in leaderboard.Leaderboard.load(board).check())

@@ -286,6 +286,16 @@ class Leaderboard:
             out += self.inconsistencies(model)
         for model in sorted(set(self.entries) - set(self.spec.models)):
             out.append(f"entries/{model}.json: model not listed in the spec's models")
+        if self.spec.headline and self.entries:
+            from robench.leaderboard.views import table
+
+            columns = table(self, every_column=True)[0]
+            for title in self.spec.headline:
+                if title not in columns:
+                    out.append(f"headline column {title!r} is not a column of the entries; they have "
+                               f"{', '.join(repr(c) for c in columns)}")
+            if self.spec.sort not in self.spec.headline:
+                out.append(f"sort column {self.spec.sort!r} is not one of the headline columns")
         from robench.leaderboard import claims
 
         return out + claims.problems(self)

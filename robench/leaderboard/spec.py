@@ -48,6 +48,9 @@ class Spec(Benchmark):
     #: threats of `threats` shown in their detail table only, not in the headline table (e.g. PGD beside
     #: the AutoAttack ensemble, whose numbers are the headline)
     details_only: list[str] = field(default_factory=list)
+    #: the headline table's columns, in order (titles as the tables write them, "clean" first); empty:
+    #: every headline column of every threat not in `details_only`. The others stay in the detail tables
+    headline: list[str] = field(default_factory=list)
 
     what: ClassVar[str] = "leaderboard spec"
     #: a new leaderboard may list every model as pending

@@ -62,9 +62,10 @@ def sort_value(cell: Any) -> float:
     return -math.inf
 
 
-def table(lb: Leaderboard) -> tuple[list[str], Rows]:
-    """Headline columns and model -> column -> cell, rows sorted by the spec's key (best first: descending
-    unless its column says lower is better), then by clean accuracy, then by name."""
+def table(lb: Leaderboard, *, every_column: bool = False) -> tuple[list[str], Rows]:
+    """Headline columns (the spec's `headline`, unless `every_column`) and model -> column -> cell, rows
+    sorted by the spec's key (best first: descending unless its column says lower is better), then by
+    clean accuracy, then by name."""
     columns: list[str] = []
     rows: Rows = {}
     for model in lb.spec.models:
@@ -84,6 +85,8 @@ def table(lb: Leaderboard) -> tuple[list[str], Rows]:
     if "clean" in columns:
         columns.remove("clean")
         columns.insert(0, "clean")
+    if lb.spec.headline and not every_column:
+        columns = [c for c in lb.spec.headline if c in columns]
     columns.append(COLUMN)
     key = lb.spec.sort
     sample = next((row[key] for row in rows.values() if isinstance(row.get(key), Column)), None)
