@@ -114,9 +114,9 @@ class CorruptionThreat(Threat):
             metrics["relative_drop"] = (acc["clean"]["value"] - mean) / acc["clean"]["value"] if acc["clean"]["value"] else None
         return metrics
 
-    def confidences(self, outputs: Outputs) -> dict[str, tuple[np.ndarray, np.ndarray, str]]:
+    def confidences(self, outputs: Outputs) -> dict[str, tuple[np.ndarray, np.ndarray, str, bool]]:
         return {f"calibration/{name}": (probs.max(1), probs.argmax(1) == outputs["label"],
-                                        "clean_accuracy" if name == "clean" else f"accuracy/{name}")
+                                        "clean_accuracy" if name == "clean" else f"accuracy/{name}", name == "clean")
                 for name in ["clean", *self.corruptions] if (probs := outputs.get(f"probs@{name}")) is not None}
 
     def report(self, metrics: dict[str, Any]) -> Report:

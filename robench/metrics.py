@@ -114,18 +114,21 @@ def _ece_parts(probs: np.ndarray, labels: np.ndarray, bins: int) -> tuple[np.nda
 
 def _bins_and_gaps(confidence: np.ndarray, hit: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
     which = np.minimum((confidence * bins).astype(int), bins - 1)
-    return which, hit.astype(float) - confidence
+    return which, hit - confidence  # in the confidences' precision (float32 for a model's softmax)
 
 
 def ece(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
     """Expected calibration error with `bins` equal-width confidence bins (Guo et al. 2017):
     sum over bins of |sum of (hit - confidence) in the bin| / N."""
-    return ece_of(probs.max(axis=1), probs.argmax(axis=1) == labels, bins)
+    return _binned_gap(*_ece_parts(probs, labels, bins), bins)
 
 
 def ece_of(confidence: np.ndarray, hit: np.ndarray, bins: int = 15) -> float:
     """The ECE of per-example top-class confidences and hits (see `ece`)."""
-    which, gap = _bins_and_gaps(np.asarray(confidence, dtype=float), np.asarray(hit), bins)
+    return _binned_gap(*_bins_and_gaps(np.asarray(confidence, dtype=float), np.asarray(hit, dtype=bool), bins), bins)
+
+
+def _binned_gap(which: np.ndarray, gap: np.ndarray, bins: int) -> float:
     return float(np.abs(np.bincount(which, weights=gap, minlength=bins)).sum() / len(gap))
 
 
@@ -177,7 +180,8 @@ def paired_ece(a: Sequence[tuple[np.ndarray, np.ndarray]], b: Sequence[tuple[np.
     """Compare the mean ECE of the conditions `a` with that of `b`, each condition (confidence, hit) per
     example of the same N examples, by a paired bootstrap: every resample draws one set of examples and
     computes both means on it."""
-    sides = [[_bins_and_gaps(np.asarray(c, dtype=float), np.asarray(h), bins) for c, h in side] for side in (a, b)]
+    sides = [[_bins_and_gaps(np.asarray(c, dtype=float), np.asarray(h, dtype=bool), bins) for c, h in side]
+             for side in (a, b)]
     n = len(sides[0][0][1])
     if n < 2 or any(len(gap) != n for side in sides for _, gap in side):
         raise RobenchError(f"a paired ECE test needs every condition on the same N >= 2 examples; got "

@@ -165,11 +165,11 @@ class Threat(ABC):
         Records carry); the default is the union itself. A chain of stages derives its totals here."""
         return outputs
 
-    def confidences(self, outputs: Outputs) -> dict[str, tuple[np.ndarray, np.ndarray, str]]:
+    def confidences(self, outputs: Outputs) -> dict[str, tuple[np.ndarray, np.ndarray, str, bool]]:
         """The per-example numbers behind the calibration metrics the threat reports: metric path
         ("calibration/fog") -> (top-class confidence per example, hit per example, the path of the
-        accuracy the hits count). Leaderboard entries store them, so that claims on calibration are
-        tested example by example; the default has none."""
+        accuracy the hits count, whether it is the unshifted baseline). Leaderboard entries store them,
+        so that claims on calibration are tested example by example; the default has none."""
         return {}
 
     @property

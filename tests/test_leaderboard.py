@@ -599,9 +599,10 @@ def test_a_random_corruption_gives_the_confidences_and_hits_of_its_own_evaluatio
     metrics = threat.summarize(outputs)
     found = threat.confidences(outputs)
     assert set(found) == {f"calibration/{name}" for name in metrics["calibration"]}
-    for path, (confidence, hits, accuracy) in found.items():
+    for path, (confidence, hits, accuracy, baseline) in found.items():
         name = path.split("/")[1]
         assert ece_of(confidence, hits) == pytest.approx(metrics["calibration"][name]["ece"])
+        assert baseline == (name == "clean")
         counted = metrics["clean_accuracy"] if accuracy == "clean_accuracy" else metrics["accuracy"][name]
         assert int(hits.sum()) == counted["correct"]
 

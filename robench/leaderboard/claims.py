@@ -139,17 +139,14 @@ def ece_conditions(lb: Any, cell: Cell) -> list[tuple[Any, Any]]:
 
     record = _record(lb, cell)
     condition = cell.metric.split("/")[1]
-    calibrated = record.get("metrics", {}).get("calibration", {})
-    names = [n for n in calibrated if n != "clean"] if condition == "mean" else [condition]
-    if not names or any(n not in calibrated for n in names):
-        raise RobenchError(f"claim cell {cell.title()}: the Record has no calibration "
-                           f"{'under a corruption' if condition == 'mean' else repr(condition)}")
     stored = record.get(CONFIDENCES, {})
-    if any(f"calibration/{n}" not in stored for n in names):
+    paths = ([p for p, item in stored.items() if not item.get("baseline")] if condition == "mean"
+             else [p for p in stored if p == f"calibration/{condition}"])
+    if not paths:
         raise RobenchError(f"claim cell {cell.title()}: the Record stores no per-example confidences for "
                            f"{cell.metric} (run `robench leaderboard update {lb.spec.name} --model {cell.model}`)")
     try:
-        return [confidences_of(record, f"calibration/{n}") for n in names]
+        return [confidences_of(record, p) for p in paths]
     except RobenchError as exc:
         raise RobenchError(f"claim cell {cell.title()}: {exc}") from None
 

@@ -23,8 +23,9 @@ FIGURES = "figures"
 #: numpy.packbits little bit order), base64; written for the accuracies of deterministic threats
 OUTCOMES = "per_example_correct"
 #: a Record's optional per-example top-class confidences and hits behind each of its ECEs: calibration
-#: metric path ("calibration/fog") -> {"accuracy": the accuracy path of the hits, "hits": the correct mask
-#: (packed as the outcomes), "confidence": base64 of little-endian uint16 round(confidence * 65535)};
+#: metric path ("calibration/fog") -> {"accuracy": the accuracy path of the hits, "baseline": true for the
+#: unshifted data, "hits": the correct mask (packed as the outcomes), "confidence": base64 of
+#: little-endian uint16 round(confidence * 65535)};
 #: written for every corruption, random ones too (the outcomes of the evaluation itself, which claims on
 #: calibration compare example by example: robench.leaderboard.claims)
 CONFIDENCES = "per_example_confidence"
@@ -220,10 +221,10 @@ def with_outcomes(record: Any, threat: Any) -> dict[str, Any]:
               if path in stored and int(mask.sum()) == stored[path].correct}
     if packed:
         data[OUTCOMES] = packed
-    confidences = {path: {"accuracy": accuracy, "hits": _pack(np.asarray(hit, dtype=bool)), "confidence":
-                          base64.b64encode(np.round(np.asarray(conf, dtype=np.float64) * _CONFIDENCE_SCALE)
-                                           .astype("<u2").tobytes()).decode()}
-                   for path, (conf, hit, accuracy) in threat.confidences(record.outputs or {}).items()}
+    confidences = {path: {"accuracy": accuracy, "baseline": baseline, "hits": _pack(np.asarray(hit, dtype=bool)),
+                          "confidence": base64.b64encode(np.round(np.asarray(conf, dtype=np.float64)
+                                                                  * _CONFIDENCE_SCALE).astype("<u2").tobytes()).decode()}
+                   for path, (conf, hit, accuracy, baseline) in threat.confidences(record.outputs or {}).items()}
     if confidences:
         data[CONFIDENCES] = confidences
     return data

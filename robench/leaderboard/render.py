@@ -19,8 +19,9 @@ from robench.tables import format_cell, markdown_text, render_grid
 
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "page.html"
 CLAIMS_NOTE = (f"Published claims checked against these entries (claims.toml): each compares cell a with cell b by "
-               f"an exact one-sided test at level {claims.ALPHA} (McNemar's on shared per-example outcomes, else "
-               "Fisher's on the counts).")
+               f"a one-sided test at level {claims.ALPHA}: accuracies by an exact test (McNemar's on shared "
+               "per-example outcomes, else Fisher's on the counts), expected calibration errors (ECE, as a fraction) "
+               "by a paired bootstrap over the shared examples.")
 MODELS_NOTE = ("What each model is: zoo entries are trained from their recipe by `robench zoo train NAME` (the weights "
                "are not committed; the provenance table gives the sha256 each entry was computed with); CPU training "
                "time on this project's 2-core CPU, as in the README's zoo table.")
