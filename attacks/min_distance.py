@@ -116,6 +116,9 @@ class MinDistanceThreat(Threat):
                 "robust_accuracy": curve,
                 "flags": [f.to_json() for f in flags(outputs, self.norm, ())]}
 
+    def minimal_distance(self, metrics: dict[str, Any]) -> tuple[str, float | None, tuple]:
+        return self.norm, metrics["median_distance"], tuple(metrics["median_ci95"])
+
     def report(self, metrics: dict[str, Any]) -> Report:
         """Headline: the median distance; details: clean accuracy, the interval, the share of examples
         broken, the mean distance of those; the robustness curve the distances give."""

@@ -119,6 +119,13 @@ class CorruptionThreat(Threat):
                                         "clean_accuracy" if name == "clean" else f"accuracy/{name}", name == "clean")
                 for name in ["clean", *self.corruptions] if (probs := outputs.get(f"probs@{name}")) is not None}
 
+    def isotropic_noise(self, metrics: dict[str, Any]) -> tuple[float, Accuracy] | None:
+        if len(self.corruptions) != 1:
+            return None
+        (name, corruption), = self.corruptions.items()
+        sigma = getattr(corruption, "isotropic_sigma", None)
+        return None if sigma is None else (float(sigma), Accuracy.from_json(metrics["accuracy"][name]))
+
     def report(self, metrics: dict[str, Any]) -> Report:
         """Headline: the mean accuracy over the corruptions (none for clean data alone); details: clean and
         per-corruption accuracy, mean, relative drop, mean and clean ECE; bars of accuracy per corruption."""

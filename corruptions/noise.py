@@ -67,6 +67,11 @@ class Gaussian(Corruption):
         _check("sigma", sigma, 0.0, float("inf"))
         self.sigma = sigma
 
+    @property
+    def isotropic_sigma(self) -> float:
+        """The standard deviation of the isotropic Gaussian noise (see Threat.isotropic_noise)."""
+        return self.sigma
+
     def apply(self, images, generator):
         return gaussian_noise(images, generator, self.sigma)
 

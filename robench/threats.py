@@ -172,6 +172,17 @@ class Threat(ABC):
         so that claims on calibration are tested example by example; the default has none."""
         return {}
 
+    def isotropic_noise(self, metrics: dict[str, Any]) -> tuple[float, Any] | None:
+        """For a threat that adds isotropic Gaussian noise of one standard deviation: (sigma, the Accuracy
+        under it) from its Record's `metrics`; None for other threats. With `minimal_distance`, what the
+        noise-versus-adversarial analysis (robench.leaderboard.noise, Ford et al. 2019) reads."""
+        return None
+
+    def minimal_distance(self, metrics: dict[str, Any]) -> tuple[str, float | None, tuple] | None:
+        """For a threat that measures the minimal adversarial distance: (norm, the median distance (None:
+        infinite), its 95% interval) from its Record's `metrics`; None for other threats."""
+        return None
+
     @property
     def canonical(self) -> str:
         return f"{self.spec}"

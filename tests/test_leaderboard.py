@@ -660,6 +660,59 @@ def test_an_ece_claim_is_judged_by_a_paired_bootstrap_on_the_stored_confidences(
     assert any("claim 1" in p and "stores no per-example confidences" in p for p in found), found
 
 
+NOISE_THREATS = [build_threat(t).canonical for t in
+                 ("clean", "gaussian:sigma=0.5", "gaussian:sigma=1.0", "min-distance:norm=l2,steps=20")]
+
+
+def test_the_noise_analysis_sets_the_half_space_prediction_beside_the_measured_distance(tmp_path):
+    """Ford et al. 2019's comparison on a board with two noise levels and the minimal L2 distance: the
+    predictions are -sigma * Phi^-1(error) of the entries' noise accuracies, the measured column is the
+    min-distance Record's median, and a model is named only when its ratio stands out from the others'."""
+    import math
+
+    from scipy import stats
+
+    from robench.leaderboard import noise
+
+    folder = tmp_path / "noisy"
+    folder.mkdir()
+    write_spec(folder, threats=NOISE_THREATS, models=["ncm", "ncm-boost"])
+    leaderboard.update(folder, loader=Loader(), store=tmp_path / "store.sqlite")
+    lb = leaderboard.Leaderboard.load(folder)
+    found = noise.analysis(lb)
+    assert found.columns[:4] == ["noise σ=0.5", "noise σ=1", "predicted d (σ=0.5)", "predicted d (σ=1)"]
+    for model in ("ncm", "ncm-boost"):
+        records = lb.records(model)
+        acc = records[NOISE_THREATS[2]]["metrics"]["accuracy"]["gaussian"]["value"]
+        want = max(0.0, -1.0 * stats.norm.ppf(1 - acc)) if acc < 1 else math.inf
+        assert found.rows[model]["predicted d (σ=1)"] == ("inf" if want == math.inf else f"{want:.2f}")
+        median = records[NOISE_THREATS[3]]["metrics"]["median_distance"]
+        assert found.rows[model]["median min L2 distance"].startswith(f"{median:.2f} [")
+    assert found.rho is None and found.verdict == "inconclusive at this n"  # two models: no rank test
+    readme = (folder / "README.md").read_text()
+    assert "## Noise and adversarial distance (Ford et al. 2019)" in readme and found.summary() in readme
+    assert (folder / "figures" / "noise-vs-adversarial.svg").is_file()
+    assert leaderboard.Leaderboard.load(folder).check() == []
+
+    ratios = {m: float(r["measured / predicted"]) for m, r in found.rows.items()}
+    assert found.masking == noise.outliers(ratios) == []  # two models: nobody is named
+    assert noise.outliers({"a": 9.0, "b": 8.0, "c": 10.0, "masked": 40.0}) == ["masked"]
+    assert noise.outliers({"a": 9.0, "b": 8.0, "c": 10.0, "d": 17.0}) == []
+
+
+def test_the_rank_test_of_the_noise_analysis_is_spearmans_one_sided():
+    from scipy import stats
+
+    from robench.leaderboard import noise
+
+    predicted, measured = [0.5, 1.0, 1.5, 2.0, 2.5], [0.4, 0.9, 1.2, 2.2, 2.0]
+    rho = stats.spearmanr(predicted, measured)
+    assert rho.statistic == pytest.approx(0.9)
+    assert stats.spearmanr(predicted, measured, alternative="greater").pvalue < noise.ALPHA
+    assert noise.predicted_distance(1.0, 0.5) == 0.0 and noise.predicted_distance(0.5, 1.0) == float("inf")
+    assert noise.predicted_distance(0.5, 1 - stats.norm.cdf(-2.0)) == pytest.approx(1.0)  # mu = Phi(-d / sigma)
+
+
 CLAIMS = """
 [[claim]]
 paper = "Means 2026"

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from robench.attacks.norms import NORM_NAMES
-from robench.leaderboard import claims
+from robench.leaderboard import claims, noise
 from robench.leaderboard.entries import FIGURES, Leaderboard
 from robench.leaderboard.views import (details, model_rows, note, provenance_rows, report, sandwich, show, sort_value,
                                       table, threat_name)
@@ -22,6 +22,13 @@ CLAIMS_NOTE = (f"Published claims checked against these entries (claims.toml): e
                f"a one-sided test at level {claims.ALPHA}: accuracies by an exact test (McNemar's on shared "
                "per-example outcomes, else Fisher's on the counts), expected calibration errors (ECE, as a fraction) "
                "by a paired bootstrap over the shared examples.")
+NOISE_FIGURE = "noise-vs-adversarial.svg"
+NOISE_TITLE = "Noise and adversarial distance (Ford et al. 2019)"
+NOISE_NOTE = ("Per model, accuracy under Gaussian noise at each sigma of the spec, the L2 distance to the decision "
+              "boundary that the half-space model predicts from it (d = -sigma * Phi^-1(error rate)), and the "
+              "measured median minimal L2 adversarial distance (untargeted FAB without a budget) with its 95% "
+              "interval; measured / predicted uses the smallest sigma with an error rate in (0, 1/2). The noise is "
+              "clipped to [0, 1], so the prediction is low for every model; compare the models' ratios.")
 MODELS_NOTE = ("What each model is: zoo entries are trained from their recipe by `robench zoo train NAME` (the weights "
                "are not committed; the provenance table gives the sha256 each entry was computed with); CPU training "
                "time on this project's 2-core CPU, as in the README's zoo table.")
@@ -89,6 +96,41 @@ def svg_curves(curves: dict[str, list[tuple[float, float]]], *, title: str, xlab
     return "\n".join(parts) + "\n"
 
 
+def svg_scatter(points: list[tuple[str, float, float]], *, title: str, xlabel: str, ylabel: str) -> str:
+    """A small deterministic SVG scatter: one labelled dot per (name, x, y) and the line y = x; text escaped."""
+    e = html.escape
+    w, h, left, right, top, bottom = 560, 360, 52, 20, 28, 40
+    top_value = max([max(x, y) for _, x, y in points] + [1e-9]) * 1.1
+    pw, ph = w - left - right, h - top - bottom
+
+    def px(x: float) -> float:
+        return left + x / top_value * pw
+
+    def py(y: float) -> float:
+        return top + (1 - y / top_value) * ph
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
+             f'font-family="sans-serif" font-size="11">',
+             f'<rect width="{w}" height="{h}" fill="white"/>',
+             f'<text x="{left}" y="16" font-size="13">{e(title)}</text>',
+             f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#444"/>',
+             f'<line x1="{px(0):.1f}" y1="{py(0):.1f}" x2="{px(top_value):.1f}" y2="{py(top_value):.1f}" '
+             'stroke="#999" stroke-dasharray="4 3"/>']
+    for i in range(6):
+        v = top_value * i / 5
+        parts.append(f'<text x="{left - 6}" y="{py(v) + 4:.1f}" text-anchor="end">{v:.2g}</text>')
+        parts.append(f'<text x="{px(v):.1f}" y="{top + ph + 15}" text-anchor="middle">{v:.2g}</text>')
+    parts.append(f'<text x="{left + pw / 2:.1f}" y="{h - 6}" text-anchor="middle">{e(xlabel)}</text>')
+    parts.append(f'<text x="12" y="{top + ph / 2:.1f}" text-anchor="middle" '
+                 f'transform="rotate(-90 12 {top + ph / 2:.1f})">{e(ylabel)}</text>')
+    for i, (name, x, y) in enumerate(points):
+        colour = _PALETTE[i % len(_PALETTE)]
+        parts.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3.5" fill="{colour}"/>')
+        parts.append(f'<text x="{px(x) + 5:.1f}" y="{py(y) - 4:.1f}" fill="{colour}">{e(name)}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
 def render_figures(lb: Leaderboard) -> dict[str, str]:
     """figure file name -> SVG: per threat of the spec, the first line curve of each model's report
     (robustness against eps, certified accuracy against radius, accuracy against bit flips, ...)."""
@@ -110,6 +152,13 @@ def render_figures(lb: Leaderboard) -> dict[str, str]:
             figures[f"{name.replace(':', '_').replace(',', '_')}.svg"] = svg_curves(
                 series, title=f"{shown.title} on {lb.spec.title} {lb.spec.split}, n = {lb.spec.n}", xlabel=shown.x,
                 ylabel=f"{shown.y} (%)")
+    found = noise.analysis(lb)
+    if found is not None and found.points:
+        figures[NOISE_FIGURE] = svg_scatter(
+            [(p.model, p.predicted, p.measured) for p in found.points],
+            title=f"Noise vs adversarial distance on {lb.spec.title} {lb.spec.split}, n = {lb.spec.n}",
+            xlabel="L2 distance predicted from Gaussian noise (half-space model)",
+            ylabel="median min L2 adversarial distance")
     return figures
 
 
@@ -139,6 +188,11 @@ def render_readme(lb: Leaderboard, figures: dict[str, str]) -> str:
                       render_grid(d.columns, d.rows, "markdown", note="").rstrip(), ""]
             if d.flags:
                 lines += ["Broken order:", ""] + [f"- {markdown_text(_period(f))}" for f in d.flags] + [""]
+    found = noise.analysis(lb)
+    if found is not None:
+        lines += [f"## {NOISE_TITLE}", "", NOISE_NOTE, "",
+                  render_grid(found.columns, found.rows, "markdown", note="").rstrip(), "",
+                  markdown_text(found.summary()), ""]
     for d in details(lb):
         lines += [f"## {threat_name(d.threat, lb.spec.threats)}", "", f"`{d.threat}`", ""]
         if d.description:
@@ -229,6 +283,10 @@ def render_html(lb: Leaderboard, figures: dict[str, str]) -> str:
             if d.flags:
                 body.append("<p>Broken order:</p><ul>" + "".join(f"<li>{e(_period(f))}</li>" for f in d.flags)
                             + "</ul>")
+    found = noise.analysis(lb)
+    if found is not None:
+        body += [f"<h2>{e(NOISE_TITLE)}</h2>", f"<p>{e(NOISE_NOTE)}</p>", _html_table(found.columns, found.rows),
+                 f"<p>{e(found.summary())}</p>"]
     for d in details(lb):
         body.append(f"<h2>{e(threat_name(d.threat, lb.spec.threats))}</h2><p><code>{e(d.threat)}</code></p>")
         if d.description:
