@@ -76,7 +76,11 @@ def write_spec(folder: Path, **over) -> None:
     spec.update(over)
     lines = []
     for key, value in spec.items():
-        lines.append(f"{key} = {json.dumps(value)}")
+        if isinstance(value, dict):  # a TOML inline table
+            value = "{" + ", ".join(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in value.items()) + "}"
+            lines.append(f"{key} = {value}")
+        else:
+            lines.append(f"{key} = {json.dumps(value)}")
     (folder / "spec.toml").write_text("\n".join(lines) + "\n")
 
 
@@ -149,6 +153,29 @@ def test_the_headline_shows_the_spec_columns_and_the_details_keep_the_rest(board
     write_spec(board, headline=["clean"], sort="PGD Linf 0.2")
     assert any("sort column 'PGD Linf 0.2' is not one of the headline" in p
                for p in leaderboard.Leaderboard.load(board).problems())
+
+
+def test_threats_on_fewer_examples_are_evaluated_checked_and_verified_on_their_own_count(tmp_path):
+    """Protocol v2's mixed counts: `threat_n` gives PGD the first 20 of the board's 40 examples."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    write_spec(folder, threat_n={"pgd-linf": 20}, models=["ncm"])
+    leaderboard.update(folder, loader=Loader(), store=tmp_path / "store.sqlite")
+    lb = leaderboard.Leaderboard.load(folder)
+    clean, pgd = (lb.records("ncm")[t] for t in THREATS)
+    assert clean["n"] == 40 and pgd["n"] == 20 and pgd["provenance"]["indices"] == "0:20"
+    assert lb.spec.protocol["threat_n"] == {THREATS[1]: 20} and lb.check() == []
+    assert "first 40 examples (first 20 for pgd-linf)" in (folder / "README.md").read_text()
+    result = leaderboard.verify(folder, "ncm", n=15, seed=3, loader=Loader())
+    assert max(result.indices) < 20 and result.ok  # drawn where every verified threat has outcomes
+    # a PGD Record over all 40 examples is stale under this protocol; a bad pattern or count is named
+    write_spec(folder, models=["ncm"])
+    assert any("pgd-linf record is stale" in p and "indices '0:20', spec '0:40'" in p
+               for p in leaderboard.Leaderboard.load(folder).check())
+    write_spec(folder, threat_n={"fgsm": 20, "pgd-linf": 41}, models=["ncm"])
+    problems = leaderboard.Leaderboard.load(folder).spec.problems()
+    assert "threat_n pattern 'fgsm' names none of the spec's threats" in problems
+    assert any(p.startswith("threat_n 'pgd-linf' must be a whole number of examples from 1 to n (40)") for p in problems)
 
 
 def test_check_fails_on_a_non_canonical_spec_threat(board):

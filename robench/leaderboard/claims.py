@@ -29,7 +29,7 @@ from typing import Any
 
 from robench.errors import RobenchError
 from robench.metrics import Accuracy
-from robench.spec import ThreatSpec, read_toml
+from robench.spec import read_toml
 
 #: the level of the one-sided tests
 ALPHA = 0.05
@@ -109,16 +109,13 @@ def load(folder: Path) -> list[Claim]:
 
 def resolve_threat(pattern: str, threats: list[str]) -> str:
     """The one spec threat that `pattern` (a name with the parameters that single it out) names."""
-    want = ThreatSpec.parse(pattern)
-    found = [t for t in threats if _matches(want, ThreatSpec.parse(t))]
+    from robench.leaderboard.spec import names_threat
+
+    found = [t for t in threats if names_threat(pattern, t)]
     if len(found) != 1:
         raise RobenchError(f"claim threat {pattern!r} names {len(found)} of the spec's threats"
                            + (f" ({', '.join(found)}): add the parameters that tell them apart" if found else ""))
     return found[0]
-
-
-def _matches(want: ThreatSpec, spec: ThreatSpec) -> bool:
-    return want.name == spec.name and all(k in spec.params and spec.params[k] == v for k, v in want.params.items())
 
 
 def _record(lb: Any, cell: Cell) -> dict[str, Any]:

@@ -66,11 +66,13 @@ def update(name: str | Path, *, store: Any = None, device: str | None = None, da
                 "CPU or torch build? see leaderboards/README.md): recomputing every record")
         for t in todo:
             log(f"{model_name}: {t.split(':')[0]} ({record_problem(lb.spec, records.get(t), t, versions, sha)})")
-        built = [build_threat(t) for t in todo]
-        fresh = evaluate(model, built, dataset=lb.spec.dataset, split=lb.spec.split, n=lb.spec.n,
-                         data_root=data_root, store=store, seed=lb.spec.seed, device=device, model_name=model_name,
-                         progress=progress, with_outputs=True)
-        by_threat = {**records, **{r.threat: with_outcomes(r, t) for r, t in zip(fresh, built)}}
+        by_threat = dict(records)
+        for count, group in _by_count(lb.spec, todo):
+            built = [build_threat(t) for t in group]
+            fresh = evaluate(model, built, dataset=lb.spec.dataset, split=lb.spec.split, n=count,
+                             data_root=data_root, store=store, seed=lb.spec.seed, device=device,
+                             model_name=model_name, progress=progress, with_outputs=True)
+            by_threat.update({r.threat: with_outcomes(r, t) for r, t in zip(fresh, built)})
         for rec in by_threat.values():
             rec["model"] = model_name
             rec["provenance"]["model"] = model_name
@@ -83,6 +85,14 @@ def update(name: str | Path, *, store: Any = None, device: str | None = None, da
     for path in lb.render_to_disk():
         log(f"wrote {path}")
     return lb
+
+
+def _by_count(spec: Any, threats: Sequence[str]) -> list[tuple[int, list[str]]]:
+    """`threats` grouped by the number of examples the spec evaluates them on (largest first)."""
+    groups: dict[int, list[str]] = {}
+    for t in threats:
+        groups.setdefault(spec.n_of(t), []).append(t)
+    return sorted(groups.items(), reverse=True)
 
 
 def _refuse_inconsistent(lb: Leaderboard) -> None:
@@ -105,13 +115,15 @@ def submit(name: str | Path, model: Any, model_name: str, *, source: dict[str, A
 
     check_entry_name(model_name)
     lb = Leaderboard.load(name)
-    built = [build_threat(t) for t in lb.spec.threats]
-    records = evaluate(model, built, dataset=lb.spec.dataset, split=lb.spec.split, n=lb.spec.n, data_root=data_root,
-                       store=store, seed=lb.spec.seed, device=device, model_name=model_name, progress=progress,
-                       with_outputs=True)
+    by_threat = {}
+    for count, group in _by_count(lb.spec, lb.spec.threats):
+        built = [build_threat(t) for t in group]
+        records = evaluate(model, built, dataset=lb.spec.dataset, split=lb.spec.split, n=count, data_root=data_root,
+                           store=store, seed=lb.spec.seed, device=device, model_name=model_name, progress=progress,
+                           with_outputs=True)
+        by_threat.update({r.threat: with_outcomes(r, t) for r, t in zip(records, built)})
     stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    entry = make_entry(lb.spec, model_name, [with_outcomes(r, t) for r, t in zip(records, built)],
-                       {**source, "submitted": stamp})
+    entry = make_entry(lb.spec, model_name, [by_threat[t] for t in lb.spec.threats], {**source, "submitted": stamp})
     path = Path(out) if out else Path(f"{model_name}.json")
     atomic_write(path, dump_entry(entry))
     return path
@@ -179,7 +191,8 @@ class Verification:
 def verify(name: str | Path, model_name: str, *, n: int = 100, seed: int | None = None, device: str | None = None,
            data_root: str | None = None, loader: Loader | None = None, progress: bool = False,
            log: Callable[[str], None] = lambda s: None) -> Verification:
-    """Recompute `n` randomly drawn examples of an entry (per-example threats only; whole-slice threats such
+    """Recompute `n` randomly drawn examples of an entry (drawn from the examples every verified threat
+    covers; per-example threats only; whole-slice threats such
     as bit flips are left out) with a fresh store, and compare each accuracy with the entry's: example by
     example where the entry has per-example outcomes of a deterministic threat and the weights are the
     entry's, else by the exact (hypergeometric) test of the count. Says through `log`, before evaluating,
@@ -200,12 +213,13 @@ def verify(name: str | Path, model_name: str, *, n: int = 100, seed: int | None 
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % (2 ** 31))
     rng = np.random.default_rng(seed)
-    indices = sorted(rng.choice(lb.spec.n, size=min(n, lb.spec.n), replace=False).tolist())
     records = lb.records(model_name)
     threats = [build_threat(t) for t in lb.spec.threats if t in records]
     threats = [t for t in threats if t.shard_size is not None]
     if not threats:
         raise RobenchError(f"{model_name}'s entry has no per-example threat to verify.")
+    population = min(lb.spec.n_of(t.canonical) for t in threats)  # examples every verified threat covers
+    indices = sorted(rng.choice(population, size=min(n, population), replace=False).tolist())
     model = (loader or (lambda m: _zoo_loader(m, data_root, progress)))(model_name)
     sha = model_fingerprint(model)
     entry_sha = sorted({str(r.get("provenance", {}).get("model_sha256")) for r in records.values()})

@@ -62,7 +62,7 @@ def record_problem(spec: Spec, record: dict[str, Any] | None, threat: str, versi
     prov = record.get("provenance", {})
     if record.get("threat") != threat:
         return f"threat {record.get('threat')!r}"
-    for key, want in (("dataset", spec.dataset), ("split", spec.split), ("indices", f"0:{spec.n}"),
+    for key, want in (("dataset", spec.dataset), ("split", spec.split), ("indices", spec.indices_of(threat)),
                       ("seed", spec.seed)):
         got = prov.get(key, record.get(key))
         if got != want:
@@ -120,9 +120,10 @@ def accuracy_problems(spec: Spec, model: str, record: dict[str, Any]) -> list[st
     from robench.metrics import clopper_pearson
 
     where = f"{model}: {str(record.get('threat')).split(':')[0]}"
-    on_slice = record.get("provenance", {}).get("indices") == f"0:{spec.n}"
-    out = [f"{where}: record n {record.get('n')}, the protocol's n is {spec.n}"] if (
-        on_slice and record.get("n") != spec.n) else []
+    want_n = spec.n_of(str(record.get("threat")))
+    on_slice = record.get("provenance", {}).get("indices") == f"0:{want_n}"
+    out = [f"{where}: record n {record.get('n')}, the protocol's n is {want_n}"] if (
+        on_slice and record.get("n") != want_n) else []
     stored = _stored_accuracies(record.get("metrics", {}))
     for path, acc in stored.items():
         k, n, value, ci = acc.get("correct"), acc["n"], acc["value"], acc["ci95"]
@@ -134,8 +135,8 @@ def accuracy_problems(spec: Spec, model: str, record: dict[str, Any]) -> list[st
         want = list(clopper_pearson(k, n))
         if not (isinstance(ci, list) and len(ci) == 2 and all(abs(a - b) <= 1e-9 for a, b in zip(ci, want))):
             out.append(f"{where} {path}: ci95 {ci!r} stored, {want!r} recomputed (Clopper-Pearson of {k}/{n})")
-        if on_slice and n != spec.n:
-            out.append(f"{where} {path}: n {n} stored, the protocol's n is {spec.n}")
+        if on_slice and n != want_n:
+            out.append(f"{where} {path}: n {n} stored, the protocol's n is {want_n}")
     for path, text in record.get(OUTCOMES, {}).items():
         acc = stored.get(path)
         try:

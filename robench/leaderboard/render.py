@@ -150,13 +150,13 @@ def render_figures(lb: Leaderboard) -> dict[str, str]:
         if shown is not None:
             name = threat_name(threat, lb.spec.threats)
             figures[f"{name.replace(':', '_').replace(',', '_')}.svg"] = svg_curves(
-                series, title=f"{shown.title} on {lb.spec.title} {lb.spec.split}, n = {lb.spec.n}", xlabel=shown.x,
+                series, title=f"{shown.title} on {lb.spec.title} {lb.spec.split}, n = {lb.spec.n_of(threat)}", xlabel=shown.x,
                 ylabel=f"{shown.y} (%)")
     found = noise.analysis(lb)
     if found is not None and found.points:
         figures[NOISE_FIGURE] = svg_scatter(
             [(p.model, p.predicted, p.measured) for p in found.points],
-            title=f"Noise vs adversarial distance on {lb.spec.title} {lb.spec.split}, n = {lb.spec.n}",
+            title=f"Noise vs adversarial distance on {lb.spec.title} {lb.spec.split}",
             xlabel="L2 distance predicted from Gaussian noise (half-space model)",
             ylabel="median min L2 adversarial distance")
     return figures
@@ -170,7 +170,7 @@ def render_readme(lb: Leaderboard, figures: dict[str, str]) -> str:
              "<!-- Rendered by `robench leaderboard update` from spec.toml and entries/; do not edit. -->", ""]
     if spec.description:
         lines += [spec.description.strip(), ""]
-    lines += [f"Protocol: `{spec.dataset}` {spec.split} split, first {spec.n} examples, seed {spec.seed}, "
+    lines += [f"Protocol: `{spec.dataset}` {spec.split} split, {spec.examples()}, seed {spec.seed}, "
               f"protocol hash `{spec.protocol_hash}`. Sorted by **{spec.sort}** (best first).", ""]
     lines += [show(lb, "markdown").rstrip(), ""]
     if spec.pending:
@@ -264,7 +264,7 @@ def render_html(lb: Leaderboard, figures: dict[str, str]) -> str:
     body = [f"<h1>{e(spec.title)} leaderboard</h1>"]
     if spec.description:
         body.append(f"<p>{e(spec.description.strip())}</p>")
-    body.append(f"<p>Protocol: <code>{e(spec.dataset)}</code> {e(spec.split)} split, first {spec.n} examples, "
+    body.append(f"<p>Protocol: <code>{e(spec.dataset)}</code> {e(spec.split)} split, {e(spec.examples())}, "
                 f"seed {spec.seed}, protocol hash <code>{e(spec.protocol_hash)}</code>. Sorted by "
                 f"<b>{e(spec.sort)}</b>; click a column header to sort.</p>")
     body.append(_html_table(columns, rows, "leaderboard"))

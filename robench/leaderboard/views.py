@@ -108,8 +108,8 @@ def _reports(lb: Leaderboard) -> dict[str, list[Report]]:
 def note(lb: Leaderboard) -> str:
     """The legend under the headline table: the notes of the threats with headline columns, once each."""
     spec = lb.spec
-    parts = [f"Accuracy in % on the first {spec.n} {spec.split} examples, with the 95% Clopper-Pearson "
-             "interval in brackets."]
+    parts = [f"Accuracy in % on the {spec.examples().replace(' examples', f' {spec.split} examples', 1)}, with the "
+             "95% Clopper-Pearson interval in brackets."]
     for threat, reports in _reports(lb).items():
         if threat not in spec.details_only:
             parts += [n for r in reports if r.headline for n in r.notes]
