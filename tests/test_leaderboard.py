@@ -584,9 +584,20 @@ def _clean_probs(model_name: str) -> torch.Tensor:
         return MODELS[model_name]()(test.x).softmax(1)
 
 
-def test_entries_store_the_confidences_behind_each_ece_and_check_catches_a_changed_one(board):
+def test_entries_store_the_confidences_an_ece_claim_needs_and_check_catches_a_changed_one(board, tmp_path):
     from robench.leaderboard.entries import CONFIDENCES, confidences_of
 
+    assert all(CONFIDENCES not in r for m in MODELS for r in leaderboard.Leaderboard.load(board).records(m).values())
+    (board / "claims.toml").write_text(ECE_CLAIM.replace("EVIL", "ncm-boost").replace('b = { model = "ncm"',
+                                                                                     'b = { model = "ncm-boost"'))
+    assert any("stores no per-example confidences" in p for p in leaderboard.Leaderboard.load(board).problems())
+    logs: list[str] = []
+    leaderboard.update(board, loader=Loader(), store=tmp_path / "store.sqlite", log=logs.append)
+    assert "ncm-boost: clean (a claim on calibration needs its confidences)" in logs, logs
+    lb = leaderboard.Leaderboard.load(board)
+    assert lb.check() == [] and CONFIDENCES not in lb.records("ncm")[THREATS[0]]  # no claim names it
+    (board / "claims.toml").write_text(ECE_CLAIM.replace("EVIL", "ncm-boost"))
+    leaderboard.update(board, loader=Loader(), store=tmp_path / "store.sqlite")
     lb = leaderboard.Leaderboard.load(board)
     record = lb.records("ncm")[THREATS[0]]
     assert record[CONFIDENCES]["calibration/clean"]["accuracy"] == "clean_accuracy"
@@ -650,11 +661,12 @@ relation = ">"
 """
 
 
-def test_an_ece_claim_is_judged_by_a_paired_bootstrap_on_the_stored_confidences(board):
+def test_an_ece_claim_is_judged_by_a_paired_bootstrap_on_the_stored_confidences(board, tmp_path):
     from robench.leaderboard import claims
     from robench.metrics import ece, paired_ece
 
     (board / "claims.toml").write_text(ECE_CLAIM.replace("EVIL", EVIL.replace('"', '\\"')))
+    leaderboard.update(board, loader=Loader(), store=tmp_path / "store.sqlite")
     lb = leaderboard.Leaderboard.load(board)
     (verdict,) = claims.verdicts(lb)
     y = _labels()
@@ -678,11 +690,7 @@ def test_an_ece_claim_is_judged_by_a_paired_bootstrap_on_the_stored_confidences(
                                                          'metric = "clean_accuracy" }\nrelation'))
     found = leaderboard.Leaderboard.load(board).problems()
     assert any("must both be accuracies or both ECEs" in p for p in found), found
-    (board / "claims.toml").write_text(ECE_CLAIM.replace("EVIL", "ncm-boost"))
-    path = board / "entries" / "ncm-boost.json"
-    entry = json.loads(path.read_text())
-    del entry["records"][0]["per_example_confidence"]
-    path.write_text(leaderboard.dump_entry(entry))
+    (board / "claims.toml").write_text(ECE_CLAIM.replace("EVIL", "ncm-boost"))  # not updated since
     found = leaderboard.Leaderboard.load(board).problems()
     assert any("claim 1" in p and "stores no per-example confidences" in p for p in found), found
 

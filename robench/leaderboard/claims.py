@@ -214,6 +214,17 @@ def verdicts(lb: Any) -> list[Verdict]:
     return [judge(lb, c) for c in load(lb.folder)]
 
 
+def confidence_cells(lb: Any) -> set[tuple[str, str]]:
+    """(model, spec threat) of every cell an ECE claim compares: the Records whose entries keep their
+    per-example confidences ([] where the claims do not load: `check` names why)."""
+    try:
+        claims = load(lb.folder)
+        return {(c.model, resolve_threat(c.threat, lb.spec.threats)) for claim in claims
+                for c in (claim.a, claim.b) if is_ece(c.metric)}
+    except RobenchError:
+        return set()
+
+
 def problems(lb: Any) -> list[str]:
     """Claims that name a missing model, threat or metric (for `leaderboard check`)."""
     out = []

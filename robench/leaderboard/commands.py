@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from robench.errors import RobenchError
-from robench.leaderboard.entries import (OUTCOMES, Leaderboard, _unpack, check_entry_name, dump_entry, entry_path,
-                                         make_entry, outcome_masks, record_problem, with_outcomes)
+from robench.leaderboard import claims
+from robench.leaderboard.entries import (CONFIDENCES, OUTCOMES, Leaderboard, _unpack, check_entry_name, dump_entry,
+                                         entry_path, make_entry, outcome_masks, record_problem, with_outcomes)
 from robench.metrics import Accuracy, accuracies
 
 #: `verify` fails an accuracy whose two-sided hypergeometric p-value is below this
@@ -56,7 +57,10 @@ def update(name: str | Path, *, store: Any = None, device: str | None = None, da
         model = load(model_name)
         sha = model_fingerprint(model)
         records = lb.records(model_name)
-        todo = [t for t in lb.spec.threats if record_problem(lb.spec, records.get(t), t, versions, sha)]
+        keep = {t for m, t in claims.confidence_cells(lb) if m == model_name}
+        lacking = {t for t in keep if t in records and CONFIDENCES not in records[t]}
+        todo = [t for t in lb.spec.threats
+                if t in lacking or record_problem(lb.spec, records.get(t), t, versions, sha)]
         if not todo and entry and entry.get("protocol") == lb.spec.protocol:
             log(f"{model_name}: up to date")
             continue
@@ -65,14 +69,15 @@ def update(name: str | Path, *, store: Any = None, device: str | None = None, da
             log(f"{model_name}: weights {sha[:12]} differ from the entry's {', '.join(old)} (trained on another "
                 "CPU or torch build? see leaderboards/README.md): recomputing every record")
         for t in todo:
-            log(f"{model_name}: {t.split(':')[0]} ({record_problem(lb.spec, records.get(t), t, versions, sha)})")
+            why = record_problem(lb.spec, records.get(t), t, versions, sha) or "a claim on calibration needs its confidences"
+            log(f"{model_name}: {t.split(':')[0]} ({why})")
         by_threat = dict(records)
         for count, group in _by_count(lb.spec, todo):
             built = [build_threat(t) for t in group]
             fresh = evaluate(model, built, dataset=lb.spec.dataset, split=lb.spec.split, n=count,
                              data_root=data_root, store=store, seed=lb.spec.seed, device=device,
                              model_name=model_name, progress=progress, with_outputs=True)
-            by_threat.update({r.threat: with_outcomes(r, t) for r, t in zip(fresh, built)})
+            by_threat.update({r.threat: with_outcomes(r, t, r.threat in keep) for r, t in zip(fresh, built)})
         for rec in by_threat.values():
             rec["model"] = model_name
             rec["provenance"]["model"] = model_name

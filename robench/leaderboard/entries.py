@@ -26,8 +26,8 @@ OUTCOMES = "per_example_correct"
 #: metric path ("calibration/fog") -> {"accuracy": the accuracy path of the hits, "baseline": true for the
 #: unshifted data, "hits": the correct mask (packed as the outcomes), "confidence": base64 of
 #: little-endian uint16 round(confidence * 65535)};
-#: written for every corruption, random ones too (the outcomes of the evaluation itself, which claims on
-#: calibration compare example by example: robench.leaderboard.claims)
+#: written for the Records that claims on calibration compare (robench.leaderboard.claims), random
+#: corruptions too: they are the outcomes of the evaluation itself
 CONFIDENCES = "per_example_confidence"
 _CONFIDENCE_SCALE = 65535
 #: how far the ECE recomputed from the stored (rounded) confidences may be from the Record's
@@ -210,10 +210,11 @@ def outcome_masks(threat: Any, outputs: dict[str, Any]) -> dict[str, Any]:
     return masks
 
 
-def with_outcomes(record: Any, threat: Any) -> dict[str, Any]:
+def with_outcomes(record: Any, threat: Any, confidences: bool = False) -> dict[str, Any]:
     """A fresh Record (evaluated with outputs) as a dict, with the per-example outcomes of its deterministic
-    accuracies packed in (those whose mask adds up to the accuracy's count), and the confidences and hits
-    behind its ECEs."""
+    accuracies packed in (those whose mask adds up to the accuracy's count), and with `confidences` the
+    confidences and hits behind its ECEs (about 3 bytes per example and condition, so only for the Records
+    that claims on calibration compare)."""
     import numpy as np
 
     data = record.to_dict()
@@ -225,7 +226,8 @@ def with_outcomes(record: Any, threat: Any) -> dict[str, Any]:
     confidences = {path: {"accuracy": accuracy, "baseline": baseline, "hits": _pack(np.asarray(hit, dtype=bool)),
                           "confidence": base64.b64encode(np.round(np.asarray(conf, dtype=np.float64)
                                                                   * _CONFIDENCE_SCALE).astype("<u2").tobytes()).decode()}
-                   for path, (conf, hit, accuracy, baseline) in threat.confidences(record.outputs or {}).items()}
+                   for path, (conf, hit, accuracy, baseline) in threat.confidences(record.outputs or {}).items()
+                   if confidences}
     if confidences:
         data[CONFIDENCES] = confidences
     return data
