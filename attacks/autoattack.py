@@ -29,7 +29,7 @@ from robench.attacks.base import Attack, AttackThreat
 from robench.attacks.fab import L2FAB, L2FABT, LinfFAB, LinfFABT
 from robench.attacks.norms import NORM_NAMES, perturbation_norm
 from robench.attacks.square import L2Square, LinfSquare
-from robench.defenses.bounds import CannotBound
+from robench.defenses.bound_ops import CannotBound
 from robench.defenses.verified import certified_margins
 from robench.errors import RobenchError
 from robench.flags import Flag

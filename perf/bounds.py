@@ -21,7 +21,8 @@ import torch
 
 from robench import nets
 from robench.data import dataset_info, load_dataset
-from robench.defenses.bounds import BoundedNet, ReluOp, input_box, margin_bounds
+from robench.defenses.bound_ops import ReluOp
+from robench.defenses.bounds import BoundedNet, input_box, margin_bounds
 
 
 def seconds(fn, device: str, threads: int) -> float:

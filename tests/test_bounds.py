@@ -13,7 +13,7 @@ from scipy.optimize import LinearConstraint, milp
 from torch import nn
 
 from robench.attacks.autoattack import ensemble
-from robench.defenses import bounds
+from robench.defenses import bound_ops, bounds
 from robench.defenses.bounds import BoundedNet, input_box, margin_bounds, margin_spec
 from robench.errors import RobenchError
 from robench.nets import KWinners, Normalize, SparseWeights
@@ -120,7 +120,7 @@ def test_kwinners_relaxation_holds_for_every_point_of_the_box(straddling):
     """For random boxes and points in them: the units k-WTA surely passes or fails do so, the interval
     holds the output, and A kwta(v) >= A' v + c for random coefficients A of both signs."""
     g = torch.Generator().manual_seed(4)
-    op, kwta = bounds.KWinnersOp(5), KWinners(5)
+    op, kwta = bound_ops.KWinnersOp(5), KWinners(5)
     centre = torch.randn(6, 20, generator=g) + (0 if straddling else 3)
     radius = torch.rand(6, 20, generator=g) * (1.5 if straddling else 0.3)
     lo, hi = centre - radius, centre + radius
@@ -155,7 +155,7 @@ def _milp_minimum(net: nn.Sequential, c: np.ndarray, lo: np.ndarray, hi: np.ndar
     box = (torch.from_numpy(lo)[None], torch.from_numpy(hi)[None])
     bounded = BoundedNet(net, torch.Size([len(lo)]), box[0])
     with torch.no_grad():
-        pre = [b for b, op in zip(bounded.intervals(box), bounded.ops) if isinstance(op, bounds.ReluOp)]
+        pre = [b for b, op in zip(bounded.intervals(box), bounded.ops) if isinstance(op, bound_ops.ReluOp)]
     sizes = [len(lo)] + [m.out_features for m in linears[:-1]]
     # variables: x, then per hidden layer z (pre-activation), h (post-activation), d (binary)
     offsets, n = [], len(lo)
@@ -255,7 +255,7 @@ def test_crown_is_exact_where_the_network_is_linear_on_the_ball(name):
     bounded = BoundedNet(net, x.shape[1:], x)
     boxes = bounded.intervals(box)
     assert all(not ((lo < 0) & (hi > 0)).any() for (lo, hi), op in zip(boxes, bounded.ops)
-               if isinstance(op, bounds.ReluOp))
+               if isinstance(op, bound_ops.ReluOp))
     spec = margin_spec(net(x).argmax(1), net(x).shape[1], x.dtype)
     exact = _vertex_minimum(net, x, spec, box)
     with torch.no_grad():
@@ -336,13 +336,13 @@ def test_verified_examples_are_never_broken_by_pgd_or_autoattack():
 def test_the_checks_catch_a_relu_upper_line_without_its_intercept(monkeypatch):
     """An unsound relaxation (the upper line u (v - l) / (u - l) without its intercept -l u / (u - l)) puts
     CROWN above the MILP minimum and above points of the ball."""
-    true_lines = bounds.relu_lines
+    true_lines = bound_ops.relu_lines
 
     def unsound(lo, hi):
         upper, _, lower = true_lines(lo, hi)
         return upper, torch.zeros_like(lo), lower
 
-    monkeypatch.setattr(bounds, "relu_lines", unsound)
+    monkeypatch.setattr(bound_ops, "relu_lines", unsound)
     above = [float(np.max(found["crown"] - exact)) for _, _, _, exact, found in
              (_margin_case(seed, 0.15) for seed in range(3))]
     assert max(above) > 1e-3
