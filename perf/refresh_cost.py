@@ -1,6 +1,6 @@
 """What a leaderboard refresh cost, per model and threat, from the committed entries' provenance: wall
-seconds, CPU seconds (where the Record was computed in one process: the local executor) and the number of
-tasks (stored parts), as the markdown tables of leaderboards/README.md.
+seconds, CPU seconds (summed over the tasks, wherever they ran; absent in entries computed before the
+executors counted it) and the number of tasks (stored parts), as the markdown tables of leaderboards/README.md.
 
     python perf/refresh_cost.py mnist fashion-mnist
 """

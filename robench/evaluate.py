@@ -287,7 +287,7 @@ def _evaluate_shards(model: nn.Module, model_name: str, threat: Threat, parts: d
             keys[name] = key
         shards.append(keys)
     started = dt.datetime.now(dt.timezone.utc)
-    clock, cpu = time.perf_counter(), time.process_time()
+    clock, cpu = time.perf_counter(), getattr(executor, "cpu_seconds", None)
     for level in sorted(waves):
         pending = waves[level]
         names = [name for name in parts if depth[name] == level]
@@ -309,8 +309,8 @@ def _evaluate_shards(model: nn.Module, model_name: str, threat: Threat, parts: d
     merged = threat.combine(per_shard[0] if len(per_shard) == 1 else
                             {k: np.concatenate([p[k] for p in per_shard]) for k in per_shard[0]})
     timing = {"started": started.isoformat(timespec="seconds"), "wall_seconds": round(time.perf_counter() - clock, 3)}
-    if getattr(executor, "name", None) == "local":  # every task ran in this process: its CPU time is the Record's
-        timing["cpu_seconds"] = round(time.process_time() - cpu, 3)
+    if cpu is not None:  # the CPU time of the tasks computed here, wherever they ran
+        timing["cpu_seconds"] = round(executor.cpu_seconds - cpu, 3)
     return merged, {"shards": len(shards), "shard_size": size, "tasks": sum(map(len, shards)), "device": str(dev),
                     **timing}
 

@@ -1,11 +1,13 @@
 """Executors run the shard tasks of a benchmark grid. An executor's `run(fn, shared, tasks)` calls
 ``fn(shared, task)`` for every task and yields ``(task, result)`` pairs as they finish; `shared` (the
-model and threat) is the same for all tasks, so a distributed executor ships it once.
+model and threat) is the same for all tasks, so a distributed executor ships it once. An executor that
+knows what its tasks cost keeps their CPU seconds so far in `cpu_seconds` (the Records' provenance reads it).
 
 The driver (robench.evaluate) stores each result as it arrives, so whatever an executor yields before it
 fails or is interrupted is kept, and a rerun sends only the missing tasks."""
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Iterable, Iterator
 
 from robench.errors import RobenchError, unknown_name
@@ -18,9 +20,15 @@ class LocalExecutor:
 
     name = "local"
 
+    def __init__(self):
+        self.cpu_seconds = 0.0
+
     def run(self, fn: Callable[[Any, Any], Any], shared: Any, tasks: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
         for task in tasks:
-            yield task, fn(shared, task)
+            cpu = time.process_time()
+            result = fn(shared, task)
+            self.cpu_seconds += time.process_time() - cpu
+            yield task, result
 
 
 def _import_ray():
@@ -31,13 +39,16 @@ def _import_ray():
     return ray
 
 
-def _call_in_worker(fn: Callable[[Any, Any], Any], shared: Any, task: Any) -> Any:
-    """What a Ray worker runs for one task: one torch thread per task (each task holds one CPU)."""
+def _call_in_worker(fn: Callable[[Any, Any], Any], shared: Any, task: Any) -> tuple[Any, float]:
+    """What a Ray worker runs for one task: one torch thread per task (each task holds one CPU); the result
+    and the CPU seconds the task took."""
     import torch
 
     if torch.get_num_threads() != 1:
         torch.set_num_threads(1)
-    return fn(shared, task)
+    cpu = time.process_time()
+    result = fn(shared, task)
+    return result, time.process_time() - cpu
 
 
 def _describe(task: Any) -> str:
@@ -86,6 +97,7 @@ class RayExecutor:
         self.num_gpus = num_gpus
         self.init_kwargs = dict(init_kwargs or {})
         self._remote = None
+        self.cpu_seconds = 0.0
 
     def _ensure_started(self):
         ray = _import_ray()
@@ -135,12 +147,13 @@ class RayExecutor:
                 task = running.pop(ref)
                 submit()
                 try:
-                    result = ray.get(ref)
+                    result, cpu = ray.get(ref)
                 except (KeyboardInterrupt, SystemExit):
                     raise
                 except Exception as exc:  # RayTaskError, WorkerCrashedError after the retries, ...
                     failed.append((task, _error_text(exc)))
                     continue
+                self.cpu_seconds += cpu
                 yield task, _owned(result)
         finally:
             for ref in running:  # interrupted (the driver stopped iterating): stop what is still running

@@ -97,7 +97,7 @@ def test_ray_run_equals_local_run(ray_instance, embedded_model, local_record, tm
     _same(r, local_record)
     # each shard: the attack and its sanity checks
     assert store.count("shards") == 2 * N // SHARD and r.provenance["shards"] == N // SHARD
-    assert "cpu_seconds" not in r.provenance  # the workers' CPU time is not this process's
+    assert 0 < r.provenance["cpu_seconds"]  # the workers' CPU time, summed over the tasks
 
 
 class Counting(RayExecutor):
@@ -229,3 +229,42 @@ def test_cli_run_on_ray(ray_instance, embedded_model, tmp_path, capsys):
     assert metrics(capsys.readouterr().out) == on_ray
     assert main(argv("other.sqlite", "--workers", "2")) == 2
     assert "need --executor ray" in capsys.readouterr().err
+
+
+def _board(folder):
+    folder.mkdir()
+    threats = [build_threat(t).canonical for t in ("clean", "mnist-c:corruptions=fog|rotate", SPEC)]
+    (folder / "spec.toml").write_text(
+        'name = "tiny"\ntitle = "Tiny"\ndataset = "mnist-5k"\nsplit = "test"\nn = 80\nseed = 0\nsort = "clean"\n'
+        f'threats = {json.dumps(threats)}\nmodels = ["mnist5k-small-cnn"]\n')
+    return folder
+
+
+def _entry_metrics(folder):
+    entry = json.loads((folder / "entries" / "mnist5k-small-cnn.json").read_text())
+    return {r["threat"]: r["metrics"] for r in entry["records"]}
+
+
+def test_leaderboard_update_spreads_over_ray_and_resumes(ray_instance, embedded_model, tmp_path):
+    """`robench leaderboard update --executor ray`: the entries of a local update; an update interrupted after
+    one task sends only the missing ones when run again."""
+    from robench import leaderboard
+    from robench.cli import main
+
+    local = _board(tmp_path / "local")
+    with one_thread():
+        leaderboard.update(local, store=tmp_path / "local.sqlite")
+    board, store = _board(tmp_path / "ray"), Store(tmp_path / "ray.sqlite")
+    with pytest.raises(KeyboardInterrupt):
+        leaderboard.update(board, store=store, executor=Counting(stop_after=1, workers=2))
+    done = store.count("shards")  # clean's one task, then the first of the corruptions'
+    assert not (board / "entries" / "mnist5k-small-cnn.json").exists() and done == 2
+    again = Counting(workers=2)
+    leaderboard.update(board, store=store, executor=again)
+    assert again.sent == 1 + 2 + 2 - done  # clean, the two corruptions, PGD and its sanity checks
+    assert _entry_metrics(board) == _entry_metrics(local)
+    assert leaderboard.Leaderboard.load(board).check() == []
+    (board / "entries" / "mnist5k-small-cnn.json").unlink()  # the CLI, from the stored shards
+    assert main(["leaderboard", "update", str(board), "--executor", "ray", "--workers", "2", "--store",
+                 str(tmp_path / "ray.sqlite"), "--quiet"]) == 0
+    assert _entry_metrics(board) == _entry_metrics(local)

@@ -91,6 +91,7 @@ class Parents(NamedTuple):
     store: argparse.ArgumentParser
     weights: argparse.ArgumentParser
     mismatch: argparse.ArgumentParser
+    executor: argparse.ArgumentParser
     fmt: type = argparse.RawDescriptionHelpFormatter
 
 
@@ -116,4 +117,17 @@ def parents() -> Parents:
     mismatch = argparse.ArgumentParser(add_help=False)
     mismatch.add_argument("--allow-dataset-mismatch", action="store_true",
                           help="evaluate zoo models on another dataset than the one they were trained on")
-    return Parents(common, data, store, weights, mismatch)
+    executor = argparse.ArgumentParser(add_help=False)
+    executor.add_argument("--executor", choices=["local", "ray"], default="local",
+                          help="where shards run: in this process (default) or on Ray (pip install 'robench[ray]')")
+    executor.add_argument("--address", help="Ray cluster to join, e.g. HEAD:6379 (default: a local Ray instance)")
+    executor.add_argument("--workers", type=int, help="Ray tasks at once (default: every CPU of the cluster)")
+    executor.add_argument("--gpus-per-task", type=float, metavar="G",
+                          help="GPUs each Ray task asks for (1, or a fraction such as 0.25 to share one); use with "
+                               "--device cuda")
+    return Parents(common, data, store, weights, mismatch, executor)
+
+
+def executor_of(args: argparse.Namespace):
+    """The executor the --executor, --address, --workers and --gpus-per-task options ask for."""
+    return robench.get_executor(args.executor, args.address, args.workers, args.gpus_per_task)

@@ -6,7 +6,7 @@ import argparse
 
 import robench
 from robench import RobenchError
-from robench.cli.common import Parents, check_models, examples, load_model, output_path, progress
+from robench.cli.common import Parents, check_models, examples, executor_of, load_model, output_path, progress
 
 CORRUPT_EXAMPLES = """
     robench corrupt --suite mnist-c --dataset mnist --split test --out mnist_c/
@@ -17,7 +17,9 @@ CERTIFY_EXAMPLES = """
     robench certify --model mnist-gaussian-0.25 --sigma 0.25 --n0 100 --n 100000 --alpha 0.001 \\
         --n-examples 500 --out certify/mnist-gaussian-0.25.tsv
     robench certify --model mnist-gaussian-0.25 --sigma 0.25 --n 10000 --precision bf16 --out bf16.tsv
-    robench certify --model mnist-gaussian-0.25 --mode sequential --n 1000 --n-max 100000 --out seq.tsv"""
+    robench certify --model mnist-gaussian-0.25 --mode sequential --n 1000 --n-max 100000 --out seq.tsv
+    robench certify --model mnist-gaussian-0.25 --mode sequential --n 1000 --n-max 100000 --out seq.tsv \\
+        --executor ray --address HEAD:6379"""
 
 
 def cmd_corrupt(args: argparse.Namespace) -> None:
@@ -36,11 +38,13 @@ def cmd_certify(args: argparse.Namespace) -> None:
     threat = robench.certify_threat(sigma=args.sigma, n0=args.n0, n=args.n, alpha=args.alpha, batch=args.batch,
                                     precision=args.precision, radii=args.radii, mode=args.mode, n_max=args.n_max)
     out = output_path(args.out, folder=False)
+    executor = executor_of(args)
     check_models([args.model], args.dataset, args)
     model = load_model(args.model, args, args.dataset)
     result = robench.certify(model, threat, out=out, dataset=args.dataset, split=args.split, n_examples=args.n_examples,
                              label=args.model, data_root=args.data_root, store=args.store, seed=args.seed,
-                             device=args.device, model_name=args.model, progress=progress(args))
+                             device=args.device, model_name=args.model, progress=progress(args),
+                             executor=executor)
     print(f"{args.model}, {threat.canonical}, {result.record.n} examples of {args.dataset} {args.split}:")
     print("\n".join(result.lines()))
     for path in result.files.values():
@@ -63,7 +67,7 @@ def add_corrupt(sub, parents: Parents) -> None:
 
 def add_certify(sub, parents: Parents) -> None:
     p = sub.add_parser("certify", parents=[parents.common, parents.data, parents.store, parents.weights,
-                                           parents.mismatch], formatter_class=parents.fmt,
+                                           parents.mismatch, parents.executor], formatter_class=parents.fmt,
                        epilog=examples(CERTIFY_EXAMPLES),
                        help="randomized smoothing: certify L2 robustness (CERTIFY of Cohen et al. 2019)")
     p.add_argument("--model", required=True, help="zoo name (e.g. mnist-gaussian-0.25) or package.module:callable")

@@ -7,13 +7,15 @@ from pathlib import Path
 
 import robench
 from robench import RobenchError
-from robench.cli.common import Parents, examples, progress
+from robench.cli.common import Parents, examples, executor_of, progress
 
 #: examples per action; `robench leaderboard --help` shows them all
 EXAMPLES = {
     "update": """
     robench leaderboard update mnist
     robench leaderboard update mnist --model mnist-small-cnn --model mnist-lenet5
+    robench leaderboard update mnist-v2 --executor ray --workers 2
+    robench leaderboard update mnist-v2 --executor ray --address HEAD:6379
     robench leaderboard update""",
     "check": """
     robench leaderboard check
@@ -33,9 +35,11 @@ EXAMPLES = {
 
 def cmd_update(args: argparse.Namespace) -> None:
     leaderboard = robench.leaderboard
+    executor = executor_of(args)
     for name in [args.name] if args.name else leaderboard.names():
         leaderboard.update(name, store=args.store, device=args.device, data_root=args.data_root,
-                           progress=progress(args), models=args.model, log=lambda s: print(s, file=sys.stderr))
+                           progress=progress(args), models=args.model, executor=executor,
+                           log=lambda s: print(s, file=sys.stderr))
         print(f"{name}: up to date")
 
 
@@ -92,7 +96,8 @@ def cmd_submit(args: argparse.Namespace) -> None:
     if args.weights:
         source.update(weights=Path(args.weights).name, weights_sha256=robench.file_sha256(args.weights))
     path = leaderboard.submit(args.name, model, name, source=source, out=args.out, store=args.store,
-                              device=args.device, data_root=args.data_root, progress=progress(args))
+                              device=args.device, data_root=args.data_root, progress=progress(args),
+                              executor=executor_of(args))
     print(f"wrote {path}: copy it to leaderboards/{args.name}/entries/{name}.json, add {name!r} to the models "
           f"of its spec.toml and run `robench leaderboard update {args.name}` to re-render.")
 
@@ -109,7 +114,7 @@ def add_leaderboard(sub, parents: Parents) -> None:
                        help="update, check, verify, submit to or show the leaderboards")
     lsub = p.add_subparsers(dest="leaderboard_command", required=True, metavar="ACTION")
     lb = lsub.add_parser("update", formatter_class=parents.fmt, epilog=examples(EXAMPLES["update"]),
-                         parents=[common, data, store],
+                         parents=[common, data, store, parents.executor],
                          help="compute missing or stale entries through the results store and re-render")
     lb.add_argument("name", nargs="?", help="leaderboard name or folder (default: all shipped leaderboards)")
     lb.add_argument("--model", action="append", help="only this model of the spec (repeatable)")
@@ -129,7 +134,7 @@ def add_leaderboard(sub, parents: Parents) -> None:
     lb.add_argument("--model-target", default="", help="package.module:callable of a submitted entry's model")
     lb.set_defaults(func=cmd_verify)
     lb = lsub.add_parser("submit", formatter_class=parents.fmt, epilog=examples(EXAMPLES["submit"]),
-                         parents=[common, data, store, weights],
+                         parents=[common, data, store, weights, parents.executor],
                          help="evaluate your model under a leaderboard's exact protocol and write an entry file")
     lb.add_argument("name", help="leaderboard name or folder")
     lb.add_argument("--model", required=True, help="package.module:callable returning an nn.Module")

@@ -8,8 +8,8 @@ from typing import Sequence
 
 import robench
 from robench import RobenchError
-from robench.cli.common import (Parents, check_models, examples, load_model, output_path, parse_indices, progress,
-                                table_width)
+from robench.cli.common import (Parents, check_models, examples, executor_of, load_model, output_path, parse_indices,
+                                progress, table_width)
 
 RUN_EXAMPLES = """
     robench run --model mnist-small-cnn --threat "pgd-linf:eps=0.1|0.2|0.3" --n 1000
@@ -43,8 +43,7 @@ def evaluate_grid(models: Sequence[str], threats: Sequence[str], args: argparse.
         threats = [_in_precision(t, args.precision, progress(args)) for t in threats]
     built = [robench.create_threat(t) for t in threats]  # check every spec and model before any work starts
     check_models(models, dataset, args)
-    executor = robench.get_executor(getattr(args, "executor", "local"), getattr(args, "address", None),
-                                    getattr(args, "workers", None), getattr(args, "gpus_per_task", None))
+    executor = executor_of(args)
     store = robench.Store(args.store)
     records = []
     grid = tqdm(total=len(models) * len(built), desc="grid", unit="threat",  # over models, on a terminal only:
@@ -111,7 +110,8 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
 
 
 def add_run(sub, parents: Parents) -> None:
-    p = sub.add_parser("run", parents=[parents.common, parents.data, parents.store, parents.weights, parents.mismatch],
+    p = sub.add_parser("run", parents=[parents.common, parents.data, parents.store, parents.weights, parents.mismatch,
+                                      parents.executor],
                        formatter_class=parents.fmt, epilog=examples(RUN_EXAMPLES), help="evaluate models under threats")
     p.add_argument("spec", nargs="?", help="benchmark file (TOML: models, threats, dataset, split, n, indices, seed)")
     p.add_argument("--model", action="append",
@@ -133,18 +133,11 @@ def add_run(sub, parents: Parents) -> None:
                         "(a booktabs tabular) or json (the whole Records)")
     p.add_argument("--details", action="store_true",
                    help="every column of every threat in the table, not only the headline ones")
-    p.add_argument("--executor", choices=["local", "ray"], default="local",
-                   help="where shards run: in this process (default) or on Ray (pip install 'robench[ray]')")
-    p.add_argument("--address", help="Ray cluster to join, e.g. HEAD:6379 (default: a local Ray instance)")
-    p.add_argument("--workers", type=int, help="Ray tasks at once (default: every CPU of the cluster)")
-    p.add_argument("--gpus-per-task", type=float, metavar="G",
-                   help="GPUs each Ray task asks for (1, or a fraction such as 0.25 to share one); use with "
-                        "--device cuda")
     p.set_defaults(func=cmd_run)
 
 
 def add_quickstart(sub, parents: Parents) -> None:
-    p = sub.add_parser("quickstart", parents=[parents.common, parents.data, parents.store], formatter_class=parents.fmt,
+    p = sub.add_parser("quickstart", parents=[parents.common, parents.data, parents.store, parents.executor], formatter_class=parents.fmt,
                        epilog=examples(QUICKSTART_EXAMPLES),
                        help="offline demo: train small models on the embedded digits and attack them")
     p.add_argument("--out", default="robench-out/quickstart", help="output folder (default robench-out/quickstart)")

@@ -30,9 +30,11 @@ def _zoo_loader(name: str, data_root: str | None = None, progress: bool = False)
 
 def update(name: str | Path, *, store: Any = None, device: str | None = None, data_root: str | None = None,
            loader: Loader | None = None, progress: bool = False, models: Sequence[str] | None = None,
-           log: Callable[[str], None] = lambda s: None) -> Leaderboard:
+           executor: Any = None, log: Callable[[str], None] = lambda s: None) -> Leaderboard:
     """Compute every missing or stale Record of the spec's models (stale: another protocol, an older
     threat version, or other weights) through the results store, write the entries and re-render.
+    `executor` runs the shards (robench.get_executor: "ray" spreads them over Ray workers); an interrupted
+    update resumes from the shards in the store.
     An entry that contradicts itself (see accuracy_problems) is refused before anything is computed."""
     from robench.evaluate import evaluate, model_fingerprint
     from robench.store import Store
@@ -76,7 +78,7 @@ def update(name: str | Path, *, store: Any = None, device: str | None = None, da
             built = [build_threat(t) for t in group]
             fresh = evaluate(model, built, dataset=lb.spec.dataset, split=lb.spec.split, n=count,
                              data_root=data_root, store=store, seed=lb.spec.seed, device=device,
-                             model_name=model_name, progress=progress, with_outputs=True)
+                             model_name=model_name, progress=progress, with_outputs=True, executor=executor)
             by_threat.update({r.threat: with_outcomes(r, t, r.threat in keep) for r, t in zip(fresh, built)})
         for rec in by_threat.values():
             rec["model"] = model_name
@@ -111,7 +113,7 @@ def _refuse_inconsistent(lb: Leaderboard) -> None:
 
 def submit(name: str | Path, model: Any, model_name: str, *, source: dict[str, Any], out: str | Path | None = None,
            store: Any = None, device: str | None = None, data_root: str | None = None,
-           progress: bool = False) -> Path:
+           progress: bool = False, executor: Any = None) -> Path:
     """Evaluate a user's model under the leaderboard's exact protocol and write its entry file (default
     ``<model_name>.json`` in the current folder), ready to add to entries/ with the name in the spec."""
     from robench.evaluate import evaluate
@@ -125,7 +127,7 @@ def submit(name: str | Path, model: Any, model_name: str, *, source: dict[str, A
         built = [build_threat(t) for t in group]
         records = evaluate(model, built, dataset=lb.spec.dataset, split=lb.spec.split, n=count, data_root=data_root,
                            store=store, seed=lb.spec.seed, device=device, model_name=model_name, progress=progress,
-                           with_outputs=True)
+                           with_outputs=True, executor=executor)
         by_threat.update({r.threat: with_outcomes(r, t) for r, t in zip(records, built)})
     stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     entry = make_entry(lb.spec, model_name, [by_threat[t] for t in lb.spec.threats], {**source, "submitted": stamp})
