@@ -34,6 +34,7 @@ TRAINING_MINUTES = {
     "fashion-mnist-small-cnn": 4.2, "fashion-mnist-gaussian-0.25": 10.3, "fashion-mnist-patch-gaussian": 2.9,
     "mnist-ibp-0.1": 31.0, "mnist-crown-ibp-0.3": 88.0, "mnist-small-cnn-bn": 4.3, "mnist-sparse-cnn": 4.8,
     "mnist-distilled": 10.7, "mnist-smoothadv-0.25": 43.6, "mnist-pgd-at-0.25": 32.0,
+    "mnist-pgd-at-0.5": 35.1,
 }
 
 

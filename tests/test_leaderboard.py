@@ -815,3 +815,30 @@ def test_claims_are_judged_from_the_entries_and_checked(board, tmp_path):
     assert rows["Boost 2026: boosting class 1 costs clean accuracy"]["verdict"] == "inconclusive at this n"
     (board / "claims.toml").write_text(CLAIMS.replace('relation = "~"', 'relation = ">="'))
     assert any("relation must be one of" in p for p in leaderboard.Leaderboard.load(board).problems())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none visible here)")
+def test_an_update_on_cuda_agrees_with_the_cpu_within_the_intervals(tmp_path):
+    """The refresh on a GPU: the provenance names the device, and every accuracy of a CUDA update lies in the
+    95% interval of the CPU update's (kernels differ, so outcomes near a boundary may flip)."""
+    from robench.metrics import accuracies
+
+    threats = [build_threat(t).canonical for t in (
+        "clean", "pgd-linf:eps=0.1|0.2,steps=10", "autoattack:eps=0.1,norm=linf,version=standard",
+        "mnist-c:corruptions=fog|rotate", "gaussian:sigma=0.3",
+        "smoothing:mode=sequential,n0=20,n=200,n_max=2000,radii=0.25|0.5,sigma=0.25")]
+    entries = {}
+    for device in ("cpu", "cuda"):
+        folder = tmp_path / device
+        folder.mkdir()
+        write_spec(folder, n=100, threats=threats, models=["mnist5k-small-cnn"])
+        leaderboard.update(folder, store=tmp_path / f"{device}.sqlite", device=device)
+        entries[device] = leaderboard.Leaderboard.load(folder).entries["mnist5k-small-cnn"]
+        assert leaderboard.Leaderboard.load(folder).check() == []
+    for on_cpu, on_cuda in zip(entries["cpu"]["records"], entries["cuda"]["records"]):
+        assert on_cuda["provenance"]["device"].startswith("cuda")
+        cpu_acc, cuda_acc = accuracies(on_cpu["metrics"]), accuracies(on_cuda["metrics"])
+        assert cpu_acc.keys() == cuda_acc.keys()
+        for path, acc in cpu_acc.items():
+            low, high = acc.interval
+            assert low - 1e-9 <= cuda_acc[path].value <= high + 1e-9, (on_cpu["threat"], path)
