@@ -267,6 +267,9 @@ def test_shipped_entries_load_and_render_through_the_reports():
 
     for name in leaderboard.names():
         lb = leaderboard.Leaderboard.load(name)
+        if not lb.entries:  # a staged board, every model still pending
+            assert lb.spec.pending and not lb.spec.models, name
+            continue
         files = lb.rendered()
         assert files["README.md"].count("\n## ") >= len(lb.spec.threats)
         columns, rows = leaderboard.table(lb)
