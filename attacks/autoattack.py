@@ -212,7 +212,8 @@ class EnsembleStage(Threat):
             out["clean_correct"] = standing.cpu().numpy()
         else:
             before = self.after.rsplit("/", 1)[-1]  # the attack this stage continues
-            standing = torch.as_tensor(self.previous[f"after_{before}@{self.eps!r}"], device=x.device)
+            # a copy: on Ray the earlier stage's outputs arrive as read-only arrays
+            standing = torch.tensor(self.previous[f"after_{before}@{self.eps!r}"], device=x.device)
         norms = torch.full((len(x),), torch.nan, device=x.device)
         idx = (standing & ~self.verified(model, x, y)).nonzero().squeeze(1)
         if len(idx):
