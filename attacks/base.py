@@ -154,6 +154,9 @@ class AttackThreat(Threat):
     # checks (part `checks`, `metrics["flags"]`) leave every eps part's outputs and metrics as they were:
     # Records computed before them have no "flags" and read as "not checked"
     version = 2
+    #: APGD-T took 2.4x the CPU time in shards of 2 as in shards of 32 or 64 (perf/shards.py, mnist-small-cnn),
+    #: and the ensemble's cost alone would put 2 of mnist-pgd-at's examples in a shard
+    min_shard_size = 32
 
     def __init__(self, attack: Attack, epsilons: tuple[float, ...]):
         self.attack = attack

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from scipy import stats
 
+from robench.attacks.base import AttackThreat
 from robench.attacks.fab import L2FAB, LinfFAB
 from robench.attacks.norms import NORM_NAMES, perturbation_norm
 from robench.errors import RobenchError
@@ -69,6 +70,7 @@ class MinDistanceThreat(Threat):
     attack sanity checks (robench.attacks.checks) as a part."""
 
     kind = Kind.INPUT_ATTACK
+    min_shard_size = AttackThreat.min_shard_size  # FAB batches over examples as every attack does
 
     def __init__(self, config: MinDistance):
         self.config = config

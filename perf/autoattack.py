@@ -3,7 +3,7 @@ PGD against the ensemble on the adversarially trained model.
 
     python perf/autoattack.py [--n 500] [--models mnist-small-cnn,mnist-pgd-at] [--contenders ...]
                               [--seeds 0] [--threads 1]
-    python perf/autoattack.py --pgd [--n 1000] [--pgd-model mnist-pgd-at]
+    python perf/autoattack.py --pgd [--n 1000] [--pgd-model mnist-pgd-at] [--store PATH]
 
 Part 1 (default): on the first `n` MNIST test points of each zoo model (mnist-pgd-at at Linf eps 0.3,
 mnist-small-cnn at Linf eps 0.1), in one process, on the same points:
@@ -211,7 +211,7 @@ def pgd_side_by_side(args, root) -> None:
         for label, threat in threats.items():
             start = time.perf_counter()
             record, = robench.evaluate(model, threat, dataset="mnist", n=args.n, seed=args.seeds[0],
-                                       store=os.path.join(folder, "results.sqlite"), model_name=name,
+                                       store=args.store or os.path.join(folder, "results.sqlite"), model_name=name,
                                        data_root=root, with_outputs=True)
             seconds = time.perf_counter() - start
             if not robust:
@@ -237,6 +237,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--pgd", action="store_true", help="part 2: PGD against the ensemble on mnist-pgd-at")
     parser.add_argument("--pgd-model", default="mnist-pgd-at", help="the model of part 2")
+    parser.add_argument("--store", help="part 2's results store (default: a temporary one); the default store, "
+                        "~/.cache/robench/results.sqlite, lets a killed run resume and `leaderboard update "
+                        "leaderboards/mnist-v2` reuse its ensemble Record (the same threat, points and seed)")
     args = parser.parse_args(argv)
     args.n = args.n or (1000 if args.pgd else 500)
     args.seeds = [int(s) for s in args.seeds.split(",")]

@@ -122,13 +122,13 @@ def forward_flops(model: nn.Module, x: torch.Tensor) -> float:
 
 def shard_size_for(threat: Threat, model: nn.Module, example: torch.Tensor) -> int | None:
     """Examples per shard: as many as fit TASK_FLOPS for the threat's costliest part on this model (one
-    example `example` (1, C, H, W) measures it), at least 1 and at most the threat's `shard_size`; None
-    for threats evaluated on the whole slice at once. It depends on the model and the threat only, so
-    results do not depend on the machine."""
+    example `example` (1, C, H, W) measures it), at least the threat's `min_shard_size` and at most its
+    `shard_size`; None for threats evaluated on the whole slice at once. It depends on the model and the
+    threat only, so results do not depend on the machine."""
     if threat.shard_size is None:
         return None
     cost = max(part.cost for part in threat.parts().values()) * forward_flops(model, example)
-    return max(1, min(threat.shard_size, int(TASK_FLOPS // cost)))
+    return min(threat.shard_size, max(threat.min_shard_size, int(TASK_FLOPS // cost)))
 
 
 @dataclass

@@ -85,6 +85,10 @@ class Threat(ABC):
     version: ClassVar[int] = 1
     #: the most examples per shard; None evaluates the whole slice as one shard (e.g. weight attacks)
     shard_size: ClassVar[int | None] = 500
+    #: the fewest examples per shard, whatever the cost: an attack batched over examples runs several times
+    #: slower per example in smaller batches (perf/shards.py), so attacks set it; 1 where a part batches
+    #: over something else (the noise draws of certification)
+    min_shard_size: ClassVar[int] = 1
     #: True when results draw no randomness (the generator is unused): any subset of the examples gives each one the same outcome
     deterministic: ClassVar[bool] = False
     #: forward passes of the model one example costs in one part (with the model's size, it sets the

@@ -187,14 +187,28 @@ def test_shard_size_follows_the_cost_of_threat_and_model():
     large = nets.create("madry-cnn", channels=1, size=28, classes=10, mean=(0.5,), std=(0.5,))
     x = torch.rand(1, 1, 28, 28)
     assert forward_flops(large, x) > 20 * forward_flops(small, x)
-    cheap, costly = build_threat("clean"), build_threat("pgd-linf:eps=0.3,steps=100,restarts=10")
+    cheap, costly = build_threat("clean"), build_threat("pgd-linf:eps=0.3,steps=20")
     assert shard_size_for(cheap, large, x) == cheap.shard_size  # cheap threats keep full shards
     size = shard_size_for(costly, large, x)
-    assert 1 <= size < 10 and size * costly.cost * forward_flops(large, x) <= TASK_FLOPS
+    assert 32 < size < costly.shard_size and size * costly.cost * forward_flops(large, x) <= TASK_FLOPS
     assert shard_size_for(costly, small, x) > size
     assert shard_size_for(build_threat("bitflip-random:flips=3,seeds=1"), large, x) is None
-    # certification: the cost is n0 + n forward passes per example
+    # certification: the cost is n0 + n forward passes per example (it batches over the noise draws)
     assert shard_size_for(build_threat("smoothing:n=100000"), large, x) == 1
+
+
+@pytest.mark.parametrize("spec", ["pgd-linf:eps=0.3,steps=100,restarts=10", "autoattack:eps=0.3",
+                                  "autoattack:eps=2,norm=l2", "min-distance:norm=l2"])
+def test_costly_attacks_keep_batches_of_examples_large_enough_to_run_fast(spec):
+    # the ensemble's cost alone would give mnist-pgd-at's CNN shards of 2 examples, where a gradient step
+    # per example costs several times what it costs in a batch of 32
+    from robench import nets
+    from robench.evaluate import TASK_FLOPS, forward_flops, shard_size_for
+
+    large = nets.create("madry-cnn", channels=1, size=28, classes=10, mean=(0.5,), std=(0.5,))
+    x, threat = torch.rand(1, 1, 28, 28), build_threat(spec)
+    assert TASK_FLOPS // (max(p.cost for p in threat.parts().values()) * forward_flops(large, x)) < 10
+    assert shard_size_for(threat, large, x) == threat.min_shard_size == 32
 
 
 def test_a_shard_that_runs_out_of_memory_is_evaluated_again_in_smaller_shards(embedded_model, small_memory, tmp_path,
