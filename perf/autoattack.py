@@ -237,9 +237,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--pgd", action="store_true", help="part 2: PGD against the ensemble on mnist-pgd-at")
     parser.add_argument("--pgd-model", default="mnist-pgd-at", help="the model of part 2")
-    parser.add_argument("--store", help="part 2's results store (default: a temporary one); the default store, "
-                        "~/.cache/robench/results.sqlite, lets a killed run resume and `leaderboard update "
-                        "leaderboards/mnist-v2` reuse its ensemble Record (the same threat, points and seed)")
+    parser.add_argument("--store", help="part 2's results store (default: a temporary one), so a killed run "
+                        "resumes and its threats can be computed beforehand in other processes")
     args = parser.parse_args(argv)
     args.n = args.n or (1000 if args.pgd else 500)
     args.seeds = [int(s) for s in args.seeds.split(",")]

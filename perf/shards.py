@@ -21,6 +21,7 @@ import time
 import torch
 
 import robench
+from robench.data import load_dataset
 
 
 def gradient_step_ms(model, size: int, shape: tuple[int, ...]) -> float:
@@ -49,7 +50,7 @@ def main() -> None:
     model = entry.load(data_root=root).eval()
     print(f"{args.model}, {args.threat}, first {args.n} test points, {args.threads} torch thread(s); "
           f"load average {os.getloadavg()[0]:.2f}", flush=True)
-    shape = (1, 28, 28) if entry.dataset != "cifar10" else (3, 32, 32)
+    shape = tuple(load_dataset(entry.dataset, "test", root).select(n=1).x.shape[1:])
     sizes = [int(s) for s in args.sizes.split(",")]
     print("batch  gradient step (ms/example)")
     for size in sizes:
